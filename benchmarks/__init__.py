@@ -1,0 +1,1 @@
+"""The measuring harness, metrics, reports and the performance suite."""

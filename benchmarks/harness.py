@@ -1,0 +1,194 @@
+"""measure(artifact) -> Metrics: warm up, time, size, memory and accuracy through the
+artifact's own runtime.
+
+By default every artifact is measured in a fresh worker process (`benchmarks.worker`),
+so that peak memory belongs to that artifact alone and runtimes do not share thread
+pools. The worker imports only the runtime it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.metrics import Latency, Metrics
+from compressor import errors
+from compressor.errors import CompressorError
+
+ACCURACY_BATCH = 64
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    device: str = "cpu"
+    threads: int = 2
+    batch_sizes: tuple[int, ...] = (1,)
+    warmup: int = 10
+    warmup_s: float = 0.2
+    runs: int = 100
+    min_time_s: float = 0.0
+    isolate: bool = True                       # a fresh process per artifact (peak memory)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    keep_samples: bool = True                  # keep per-run latencies in the report (for gates)
+
+
+def measure(path: Path, config: BenchConfig, eval_data: Path | None = None) -> Metrics:
+    """Measure one artifact file. `eval_data` is an .npz of evaluation inputs keyed by
+    input name, with 'labels' for accuracy."""
+    job = {"path": str(path), "config": asdict(config), "eval_data": str(eval_data) if eval_data else None}
+    if not config.isolate:
+        return Metrics.from_json(run_job(job))
+    env = dict(os.environ)
+    # The worker finds this checkout even when the package is not installed.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker"], input=json.dumps(job),
+                          capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"benchmark worker for {path} died (exit {proc.returncode}): {' | '.join(tail)}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        cls = getattr(errors, result["error_type"], None)
+        if isinstance(cls, type) and issubclass(cls, CompressorError):
+            raise cls(result["error"])
+        raise RuntimeError(f"benchmark worker for {path}: {result['error']}")
+    return Metrics.from_json(result)
+
+
+def run_job(job: dict) -> dict:
+    """The measurement itself; runs inside the worker (or in-process when not isolated)."""
+    import targets
+    from targets.base import Device, run_batched
+
+    cfg = BenchConfig(**{**job["config"], "batch_sizes": tuple(job["config"]["batch_sizes"]),
+                         "shapes": {k: tuple(v) for k, v in job["config"]["shapes"].items()}})
+    path = Path(job["path"])
+    target = targets.for_file(path)
+    target.check_file(path)
+    files = [path, *target.companion_files(path)]
+    baseline_rss = _rss_mb()
+
+    t0 = time.perf_counter()
+    session = target.open_session(path, Device.parse(cfg.device), cfg.threads)
+    load_s = time.perf_counter() - t0
+    unknown = sorted(set(cfg.shapes) - {s.name for s in session.inputs})
+    if unknown:
+        raise errors.InputShapeError(f"--shape names {unknown}, but the model's inputs are "
+                                     f"{[s.name for s in session.inputs]}")
+
+    eval_inputs, labels = _load_eval(job.get("eval_data"), session)
+    latencies, first_ms = [], None
+    for batch in cfg.batch_sizes:
+        feeds = _feeds(session, batch, cfg.shapes, eval_inputs)
+        if first_ms is None:
+            t = time.perf_counter()
+            session.run(feeds)
+            first_ms = (time.perf_counter() - t) * 1e3
+        latencies.append(_time(session, feeds, cfg, batch))
+
+    accuracy = None
+    if eval_inputs is not None and labels is not None:
+        outputs = run_batched(session, eval_inputs, ACCURACY_BATCH)
+        accuracy = float((outputs[0].reshape(len(labels), -1).argmax(-1) == labels).mean())
+
+    return Metrics(
+        path=str(path), target=target.name, runtime=session.runtime, provider=session.provider,
+        device=cfg.device, threads=cfg.threads, size_bytes=sum(f.stat().st_size for f in files),
+        gzip_bytes=gzip_size(files), load_s=load_s, first_inference_ms=first_ms or 0.0, latency=latencies,
+        peak_rss_mb=_peak_rss_mb() if cfg.isolate else None, baseline_rss_mb=baseline_rss if cfg.isolate else None,
+        accuracy=accuracy, eval_samples=None if labels is None else len(labels),
+        inputs=[{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in session.inputs],
+    ).to_json() | {"latency": [asdict(l) if cfg.keep_samples else {**asdict(l), "samples_ms": []}
+                               for l in latencies]}
+
+
+def _time(session, feeds: dict[str, np.ndarray], cfg: BenchConfig, batch: int) -> Latency:
+    # Warm up by count and by time: caches, thread pools and lazy kernel selection settle.
+    n, start = 0, time.perf_counter()
+    while n < cfg.warmup or time.perf_counter() - start < cfg.warmup_s:
+        session.run(feeds)
+        n += 1
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < cfg.runs or time.perf_counter() - start < cfg.min_time_s:
+        t = time.perf_counter()
+        session.run(feeds)
+        samples.append(time.perf_counter() - t)
+    return Latency.from_samples(batch, samples, keep=cfg.keep_samples)
+
+
+def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
+           eval_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Real evaluation samples when they fit the model, else inputs generated from its
+    declared shapes and dtypes (symbolic leading axis = batch; others from --shape)."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in session.inputs:
+        shape = spec.concrete(batch, shapes)
+        real = None if eval_inputs is None else eval_inputs.get(spec.name)
+        if real is not None and tuple(real.shape[1:]) == tuple(shape[1:]) and len(real) >= shape[0]:
+            feeds[spec.name] = np.ascontiguousarray(real[:shape[0]].astype(spec.dtype, copy=False))
+        elif spec.dtype.startswith("float"):
+            feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            feeds[spec.name] = rng.random(shape) > 0.5
+        elif spec.dtype in ("int64", "int32", "int16", "int8", "uint8"):
+            # Small non-negative ids: valid token ids, indices and mask values for most models.
+            feeds[spec.name] = rng.integers(0, 2 if spec.name.endswith("mask") else 100, size=shape).astype(spec.dtype)
+        else:
+            raise errors.InputShapeError(f"input {spec.name!r} has dtype {spec.dtype}, which the benchmark "
+                                         "cannot generate; pass real data")
+    return feeds
+
+
+def _load_eval(path: str | None, session) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    if not path:
+        return None, None
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    labels = arrays.pop("labels", None)
+    inputs = {s.name: arrays[s.name].astype(s.dtype, copy=False) for s in session.inputs if s.name in arrays}
+    if len(inputs) != len(session.inputs):
+        return None, None
+    return inputs, labels
+
+
+def gzip_size(files: list[Path]) -> int:
+    """Bytes after gzip (level 6) of the artifact's files: what a download or an app
+    bundle costs, and where pruned (zero-filled) weights pay off."""
+    total = 0
+    for f in files:
+        comp = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip container
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                total += len(comp.compress(block))
+        total += len(comp.flush())
+    return total
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

@@ -1,0 +1,68 @@
+"""The metrics record of one artifact, and latency statistics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Latency:
+    batch: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    cv: float                 # std / mean: above ~0.1 the machine was noisy
+    throughput: float         # samples per second at the median
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_samples(cls, batch: int, seconds: list[float], keep: bool = True) -> "Latency":
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        mean = float(ms.mean())
+        p50 = float(np.percentile(ms, 50))
+        return cls(batch=batch, runs=len(ms), p50_ms=p50, p90_ms=float(np.percentile(ms, 90)),
+                   p99_ms=float(np.percentile(ms, 99)), mean_ms=mean, std_ms=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+                   min_ms=float(ms.min()), cv=float(ms.std(ddof=1) / mean) if len(ms) > 1 and mean > 0 else 0.0,
+                   throughput=batch * 1e3 / p50 if p50 > 0 else float("inf"),
+                   samples_ms=[round(float(x), 4) for x in ms] if keep else [])
+
+
+@dataclass
+class Metrics:
+    """Everything measured for one artifact on one device."""
+
+    path: str
+    target: str
+    runtime: str
+    provider: str
+    device: str
+    threads: int
+    size_bytes: int
+    gzip_bytes: int
+    load_s: float
+    first_inference_ms: float
+    latency: list[Latency]
+    peak_rss_mb: float | None = None        # of the process that loaded and ran the artifact
+    baseline_rss_mb: float | None = None    # that process before it loaded the runtime and model
+    accuracy: float | None = None
+    eval_samples: int | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def latency_at(self, batch: int) -> Latency | None:
+        return next((l for l in self.latency if l.batch == batch), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Metrics":
+        d = dict(d)
+        d["latency"] = [Latency(**l) for l in d["latency"]]
+        return cls(**d)

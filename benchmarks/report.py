@@ -1,0 +1,175 @@
+"""The run report: versioned JSON for machines, Markdown for pull requests, a rich
+table for the terminal. One row per artifact."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+SCHEMA = "compressor.report"
+SCHEMA_VERSION = 1
+
+
+def build(name: str, model: dict, reference: dict, bench: dict, machine: dict,
+          artifacts: list[dict]) -> dict[str, Any]:
+    """Assemble the report and derive the comparisons against each target's fp32 twin."""
+    rows = [dict(a) for a in artifacts]
+    by_target_fp32 = {r["target"]: r for r in rows if r["label"] == "fp32" and r.get("metrics")}
+    batch = bench["batch_sizes"][0]
+    ref_acc = reference.get("accuracy")
+    for r in rows:
+        notes = r.setdefault("notes", [])
+        m = r.get("metrics")
+        if not m:
+            continue
+        if ref_acc is not None and m.get("accuracy") is not None:
+            r["accuracy_delta"] = m["accuracy"] - ref_acc
+        base = by_target_fp32.get(r["target"])
+        if base is None or base is r:
+            continue
+        p50 = _p50(m, batch)
+        p50_base = _p50(base["metrics"], batch)
+        if p50 and p50_base:
+            r["speedup_vs_fp32"] = p50_base / p50
+            if r["speedup_vs_fp32"] < 1.0:
+                # Slower by a margin that matters (3%) and beyond the timing noise.
+                if r["speedup_vs_fp32"] < 0.97 and _significantly_slower(m, base["metrics"], batch):
+                    r["slower_than_fp32"] = True
+                    notes.append(f"SLOWER than fp32 {r['target']} ({r['speedup_vs_fp32']:.2f}x at batch {batch}): "
+                                 "do not ship it for speed on this machine")
+                else:
+                    notes.append(f"no measurable speedup over fp32 {r['target']} at batch {batch} "
+                                 "(the difference is within the timing noise)")
+        r["size_ratio_vs_fp32"] = m["size_bytes"] / base["metrics"]["size_bytes"]
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model, "reference": reference, "benchmark": bench, "machine": machine, "artifacts": rows,
+    }
+
+
+def _significantly_slower(m: dict, base: dict, batch: int, alpha: float = 0.01) -> bool:
+    """A one-sided Mann-Whitney U test on the per-run latencies: is this artifact
+    slower than its fp32 twin beyond what timing noise explains?"""
+    a = next((l.get("samples_ms") for l in m["latency"] if l["batch"] == batch), None)
+    b = next((l.get("samples_ms") for l in base["latency"] if l["batch"] == batch), None)
+    if not a or not b:
+        return True  # no samples kept: trust the medians
+    from scipy.stats import mannwhitneyu
+
+    return bool(mannwhitneyu(a, b, alternative="greater").pvalue < alpha)
+
+
+def _p50(metrics: dict, batch: int) -> float | None:
+    return next((l["p50_ms"] for l in metrics["latency"] if l["batch"] == batch), None)
+
+
+def _lat(metrics: dict, batch: int, key: str) -> float | None:
+    return next((l[key] for l in metrics["latency"] if l["batch"] == batch), None)
+
+
+def human_size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the summary table, shared by Markdown and the terminal."""
+    batch = report["benchmark"]["batch_sizes"][0]
+    header = ["artifact", "precision", "size", "gzip", f"p50 ms (b{batch})", "p90 ms", "speedup",
+              "accuracy", "Δ acc", "cosine", "status"]
+    out = []
+    for r in report["artifacts"]:
+        m, fid = r.get("metrics") or {}, r.get("fidelity") or {}
+        acc = m.get("accuracy")
+        delta = r.get("accuracy_delta")
+        status = "ok" if r.get("status") == "ok" else f"FAILED: {r.get('error', '')}"
+        if r.get("slower_than_fp32"):
+            status = "⚠ slower than fp32"
+        out.append([
+            r["name"], r["precision"], human_size(m.get("size_bytes")), human_size(m.get("gzip_bytes")),
+            _fmt(_lat(m, batch, "p50_ms") if m else None, ".3f"), _fmt(_lat(m, batch, "p90_ms") if m else None, ".3f"),
+            _fmt(r.get("speedup_vs_fp32"), ".2f", "x") if r["label"] != "fp32" else "1.00x" if m else "-",
+            _fmt(None if acc is None else 100 * acc, ".2f", "%"),
+            _fmt(None if delta is None else 100 * delta, "+.2f", " pt"),
+            _fmt(fid.get("cosine_mean"), ".4f"), status,
+        ])
+    return header, out
+
+
+def to_markdown(report: dict) -> str:
+    header, cells = rows(report)
+    ref = report["reference"]
+    b = report["benchmark"]
+    cpu = report["machine"]["cpu"]
+    lines = [f"## compressor: {report['name']}", ""]
+    if ref.get("accuracy") is not None:
+        lines.append(f"Reference (PyTorch fp32): accuracy {100 * ref['accuracy']:.2f}% on "
+                     f"{ref['eval_samples']} evaluation samples.")
+    lines += [f"Measured on {cpu['model']} ({', '.join(cpu['kernel_flags']) or 'no SIMD flags read'}), "
+              f"device {b['device']}, {b['threads']} threads, batch {b['batch_sizes'][0]}, "
+              f"{b['runs']} timed runs after warm-up; speedup is against the same target's fp32 artifact.", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header) - 1)) + "|---|")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    extra = [b for b in report["benchmark"]["batch_sizes"][1:]]
+    if extra:
+        lines += ["", "Latency at other batch sizes (p50 ms / samples per second):", "",
+                  "| artifact | " + " | ".join(f"batch {x}" for x in extra) + " |",
+                  "|---|" + "---:|" * len(extra)]
+        for r in report["artifacts"]:
+            m = r.get("metrics")
+            if m:
+                cells_b = []
+                for x in extra:
+                    p50 = _lat(m, x, "p50_ms")
+                    tp = _lat(m, x, "throughput")
+                    cells_b.append("-" if p50 is None else f"{p50:.3f} / {tp:.0f}")
+                lines.append(f"| {r['name']} | " + " | ".join(cells_b) + " |")
+    notes = [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- **{name}**: {n}" for name, n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(report: dict, console=None) -> None:
+    """A terminal table that fits 80 columns: the Markdown report has the full set."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    header, cells = rows(report)
+    keep = ["artifact", "precision", "size", header[4], "p90 ms", "speedup", "accuracy", "Δ acc", "cosine"]
+    idx = [header.index(k) for k in keep]
+    short = {"precision": "prec", header[4]: "p50 ms", "accuracy": "acc", "speedup": "speed"}
+    table = Table(title=f"{report['name']}: batch {report['benchmark']['batch_sizes'][0]}, "
+                  f"{report['benchmark']['threads']} threads, {report['benchmark']['device']}",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True, show_edge=False)
+    for k in keep:
+        table.add_column(short.get(k, k), justify="left" if k in ("artifact", "precision") else "right",
+                         no_wrap=k != "artifact", overflow="fold", min_width=4 if k == "precision" else None)
+    for row in cells:
+        bad = row[-1].startswith(("FAILED", "⚠"))
+        cells_short = [row[i].removesuffix(" pt") for i in idx]
+        table.add_row(*cells_short, style="red" if bad else None)
+    console.print(table)
+    ref = report["reference"]
+    if ref.get("accuracy") is not None:
+        console.print(f"reference: PyTorch fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
+                      "held-out samples; speed is against the same target's fp32 artifact")
+    for r in report["artifacts"]:
+        if r.get("status") != "ok":
+            console.print(f"[red]{r['name']}: {r.get('status')}: {r.get('error')}[/red]")
+        for note in r.get("notes", []):
+            console.print(f"[yellow]{r['name']}: {note}[/yellow]")

@@ -1,0 +1,156 @@
+"""The `compressor` console script.
+
+Heavy libraries (torch, onnxruntime) are imported inside the subcommands, so that
+`compressor --help` answers at once. A user mistake prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from compressor.errors import CompressorError, RecipeError
+
+
+def _shape(text: str) -> tuple[str, tuple[int, ...]]:
+    m = re.fullmatch(r"([^=]+)=(\d+(?:x\d+)*)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=1x3x224x224")
+    return m.group(1), tuple(int(x) for x in m.group(2).split("x"))
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a comma-separated list such as 1,8,32") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes are positive integers")
+    return out
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every user mistake
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from compressor import __version__
+
+    p = _Parser(prog="compressor", description="Compress a PyTorch model, export it to deployment targets, "
+                "validate and benchmark every artifact.")
+    p.add_argument("--version", action="version", version=f"compressor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a recipe: compress, export, validate, benchmark, report")
+    r.add_argument("recipe", type=Path)
+    r.add_argument("--out", type=Path, help="run directory (default: the recipe's output.dir or runs/NAME)")
+    r.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    r.add_argument("--no-progress", action="store_true")
+
+    d = sub.add_parser("demo", help="run the shipped recipe on the shipped digits CNN")
+    d.add_argument("--out", type=Path, default=Path("runs/digits-demo"))
+    d.add_argument("--no-progress", action="store_true")
+
+    b = sub.add_parser("bench", help="benchmark artifact files made by anybody (.onnx)")
+    b.add_argument("files", type=Path, nargs="+")
+    b.add_argument("--threads", type=_positive, default=2)
+    b.add_argument("--batch", type=_batches, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
+    b.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=DxDxD",
+                   help="fix an input's shape (for dynamic dimensions); repeatable")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--runs", type=_positive, default=100)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--warmup-s", type=float, default=0.2)
+    b.add_argument("--min-time-s", type=float, default=0.0)
+    b.add_argument("--eval-data", type=Path, help=".npz of inputs keyed by input name, plus 'labels'")
+    b.add_argument("--json", type=Path, help="also write the metrics as JSON here")
+    b.add_argument("--no-isolate", action="store_true", help="measure in this process (no peak memory)")
+
+    s = sub.add_parser("schema", help="print the recipe's JSON schema (for editor validation)")
+    s.add_argument("--out", type=Path, help="write it to a file instead")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore")
+    try:
+        return {"run": _run, "demo": _demo, "bench": _bench, "schema": _schema}[args.command](args)
+    except CompressorError as e:
+        partial = getattr(e, "report", None)
+        if partial is not None:  # some artifacts failed: show the ones that worked
+            from benchmarks.report import print_table
+
+            print_table(partial)
+        print(f"compressor: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("compressor: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load(path: Path):
+    import targets
+    from compressor.recipe import load_recipe
+
+    return load_recipe(path, target_options=targets.option_models())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from benchmarks.report import print_table
+    from compressor.pipeline import run, run_dir_for
+
+    recipe = _load(args.recipe)
+    out = run_dir_for(recipe, args.out)
+    report = run(recipe, out, overwrite=args.overwrite, show_progress=not args.no_progress)
+    print_table(report)
+    print(f"run directory: {out}  (report.md, report.json, manifest.json, artifacts/)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from benchmarks.report import print_table
+    from compressor.pipeline import run
+    from compressor.recipes import DEMO_RECIPE
+
+    report = run(_load(DEMO_RECIPE), args.out, overwrite=True, show_progress=not args.no_progress)
+    print_table(report)
+    print(f"run directory: {args.out}  (report.md, report.json, manifest.json, artifacts/)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.bench_cli import bench_files
+
+    return bench_files(args)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from compressor.fsutil import write_text
+    from compressor.recipe import json_schema
+
+    text = json_schema()
+    if args.out:
+        write_text(args.out, text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

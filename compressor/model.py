@@ -1,0 +1,150 @@
+"""The model handle: a PyTorch module plus the input signature it is exported with.
+
+Sources: a Python factory with optional safetensors weights, or a torch.export `.pt2`
+ExportedProgram (pickle inside, so only when the recipe says `trusted: true`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compressor.data import import_object
+from compressor.errors import ModelLoadError
+from compressor.recipe import InputSpec, ModelSpec
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
+                "int32": torch.int32, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
+
+
+@dataclass
+class Model:
+    """A float PyTorch model in eval mode and what it takes."""
+
+    module: torch.nn.Module
+    inputs: list[InputSpec]
+    output_names: list[str] | None = None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def example_inputs(self, batch: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Deterministic example tensors of the declared shapes (batch axis overridable)."""
+        gen = torch.Generator().manual_seed(0)
+        out = []
+        for spec in self.inputs:
+            shape = [batch or spec.shape[0], *spec.shape[1:]]
+            dt = TORCH_DTYPES[spec.dtype]
+            if dt.is_floating_point:
+                out.append(torch.rand(shape, generator=gen).to(dt))
+            else:
+                out.append(torch.zeros(shape, dtype=dt))
+        return tuple(out)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Forward pass on numpy inputs; returns every output as a float numpy array."""
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        with torch.no_grad():
+            out = self.module(*args)
+        return [t.detach().float().numpy() for t in _flatten(out)]
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+
+def _flatten(out: object) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flatten(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flatten(v)]
+    raise ModelLoadError(f"the model returned a {type(out).__name__}; outputs must be tensors, "
+                         "or tuples, lists or dicts of tensors")
+
+
+def load_model(spec: ModelSpec, base_dir: Path = Path(".")) -> Model:
+    if spec.program is not None:
+        module, source = _load_program(_resolve(spec.program, base_dir), spec.trusted), str(spec.program)
+    else:
+        module, source = _build(spec, base_dir), spec.factory or ""
+    model = Model(module=module, inputs=list(spec.inputs), output_names=spec.outputs, source=source)
+    check_signature(model)
+    return model
+
+
+def _resolve(p: Path, base_dir: Path) -> Path:
+    return p if p.is_absolute() else base_dir / p
+
+
+def _build(spec: ModelSpec, base_dir: Path) -> torch.nn.Module:
+    factory = import_object(spec.factory or "", base_dir, what="model factory", error=ModelLoadError)
+    try:
+        module = factory(**spec.kwargs)
+    except TypeError as e:
+        raise ModelLoadError(f"model factory {spec.factory!r} rejected kwargs {spec.kwargs}: {e}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelLoadError(f"model factory {spec.factory!r} returned {type(module).__name__}, not a torch.nn.Module")
+    if spec.weights is not None:
+        load_weights(module, _resolve(spec.weights, base_dir))
+    return module.eval()
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(f"weights {path}: only .safetensors weights are loaded (pickled checkpoints can "
+                             "run code); convert with safetensors.torch.save_file(model.state_dict(), ...)")
+    if not path.is_file():
+        raise ModelLoadError(f"weights {path}: no such file")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"weights {path}: not a readable safetensors file ({e})") from None
+    result = module.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {_few(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {_few(result.unexpected_keys)}")
+    if problems:
+        raise ModelLoadError(f"weights {path} do not match the model: {'; '.join(problems)}")
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _load_program(path: Path, trusted: bool) -> torch.nn.Module:
+    if not trusted:
+        raise ModelLoadError(f"program {path}: a .pt2 file is unpickled when loaded and can run code; "
+                             "set 'trusted: true' under 'model' if you made it or trust its author")
+    if not path.is_file():
+        raise ModelLoadError(f"program {path}: no such file")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:  # torch raises many types for a corrupt archive
+        raise ModelLoadError(f"program {path}: not a loadable torch.export archive ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return ep.module()
+
+
+def check_signature(model: Model) -> None:
+    """Run the declared input shapes once, so a wrong shape fails here with one line."""
+    try:
+        model.run({s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs())})
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        shapes = ", ".join(f"{s.name} {s.shape} {s.dtype}" for s in model.inputs)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"the model does not run on its declared inputs ({shapes}): {first}; "
+                             "fix 'inputs' in the recipe's model section") from None

@@ -1,0 +1,219 @@
+"""The pipeline: recipe -> model -> steps -> one artifact per target and precision ->
+validation -> benchmark -> report. The only core module that joins compressor/,
+targets/ and benchmarks/."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from compressor import sysinfo
+from compressor.data import Dataset, load_dataset
+from compressor.errors import CompressorError, FidelityError, RecipeError
+from compressor.fsutil import sha256, write_json, write_text
+from compressor.model import Model, load_model
+from compressor.recipe import QuantVariant, Recipe
+
+MANIFEST_SCHEMA_VERSION = 1
+VALIDATION_BATCH = 64
+
+
+@dataclass
+class Reference:
+    """The float model's outputs on the validation inputs, and its own accuracy."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[np.ndarray]
+    accuracy: float | None
+    eval_samples: int | None
+    on_real_data: bool
+
+
+def run_dir_for(recipe: Recipe, out: Path | None) -> Path:
+    if out is not None:
+        return Path(out)
+    return recipe.resolve(recipe.output.dir) if recipe.output.dir else Path("runs") / recipe.name
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """An empty directory, or a previous run's when overwriting is allowed. A directory
+    that is not a run of ours is never emptied."""
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"run directory {out} is a file; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise RecipeError(f"run directory {out} is not empty; pass --overwrite or choose another --out")
+        if not (out / "manifest.json").is_file() and not (out / "artifacts").is_dir():
+            raise RecipeError(f"run directory {out} holds files that are not a compressor run; "
+                              "refusing to overwrite it, choose another --out")
+        shutil.rmtree(out / "artifacts", ignore_errors=True)
+        for name in ("report.json", "report.md", "manifest.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def reference_for(model: Model, evaluation: Dataset | None, samples: int) -> Reference:
+    if evaluation is not None and len(evaluation):
+        val = evaluation.take(samples)
+        inputs, real = val.inputs, True
+    else:  # no evaluation data: compare on deterministic synthetic inputs
+        inputs = {s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs(batch=min(samples, 16)))}
+        real = False
+    outputs = _run_torch(model, inputs)
+    accuracy = None
+    if evaluation is not None and evaluation.labels is not None:
+        full = _run_torch(model, evaluation.inputs)[0]
+        accuracy = float((full.reshape(len(evaluation), -1).argmax(-1) == evaluation.labels).mean())
+    return Reference(inputs=inputs, outputs=outputs, accuracy=accuracy,
+                     eval_samples=None if evaluation is None else len(evaluation), on_real_data=real)
+
+
+def _run_torch(model: Model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    n = len(next(iter(inputs.values())))
+    chunks = [model.run({k: v[i:i + VALIDATION_BATCH] for k, v in inputs.items()})
+              for i in range(0, n, VALIDATION_BATCH)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_progress: bool = True,
+        console=None) -> dict:
+    """Run a whole recipe; returns the report (also written to the run directory)."""
+    import targets
+    from benchmarks import report as reports
+    from benchmarks.harness import BenchConfig, measure
+    from targets.validate import check, compare
+
+    out = run_dir_for(recipe, out)
+    target_objs = {name: targets.get(name) for name in recipe.targets}
+    prepare_run_dir(out, overwrite or recipe.output.overwrite)
+    model = load_model(recipe.model, recipe.base_dir)
+    data = recipe.data
+    calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir) if data.calibration else None
+    evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
+    ref = reference_for(model, evaluation, recipe.validation.samples)
+    variants: list[QuantVariant | None] = [None, *recipe.quant_variants]
+    bench = BenchConfig(device=recipe.benchmark.device, threads=recipe.benchmark.threads,
+                        batch_sizes=tuple(recipe.benchmark.batch_sizes), warmup=recipe.benchmark.warmup,
+                        warmup_s=recipe.benchmark.warmup_s, runs=recipe.benchmark.runs,
+                        min_time_s=recipe.benchmark.min_time_s, isolate=recipe.benchmark.memory)
+    art_dir = out / "artifacts"
+    rows: list[dict] = []
+    failures: list[tuple[type[CompressorError], str]] = []
+
+    with _progress(show_progress, console) as progress, _eval_file(evaluation) as eval_npz:
+        task = progress.add_task("export", total=len(target_objs) * len(variants) * 2)
+        done: list[tuple[dict, object]] = []
+        for tname, target in target_objs.items():
+            base = None
+            for variant in variants:
+                label = variant.label if variant else "fp32"
+                progress.update(task, description=f"export {tname}/{label}")
+                row = {"name": f"{tname}/{label}", "target": tname, "label": label,
+                       "precision": variant.precision if variant else "fp32",
+                       "intent": variant.model_dump() if variant else None, "status": "ok", "notes": []}
+                rows.append(row)
+                if variant is not None and base is None:
+                    row.update(status="skipped", error="the fp32 export failed")
+                    progress.advance(task, 2)
+                    continue
+                try:
+                    artifact = target.export(model, variant, art_dir / f"{recipe.name}.{label}",
+                                             recipe.targets[tname], calibration, base=base)
+                except CompressorError as e:
+                    if variant is None:
+                        raise  # nothing else of this target can be built
+                    row.update(status="failed", error=str(e))
+                    failures.append((type(e), str(e)))
+                    progress.advance(task, 2)
+                    continue
+                row.update(file=str(artifact.path.relative_to(out)), export=artifact.meta)
+                try:
+                    session = target.open_session(artifact.path, targets.Device.parse(bench.device), bench.threads)
+                    from targets.base import run_batched
+                    fid = compare(ref.outputs, run_batched(session, ref.inputs, VALIDATION_BATCH),
+                                  artifact.meta.get("output_names") or session.output_names)
+                    del session
+                    row["fidelity"] = {**fid.to_json(), "on_real_data": ref.on_real_data}
+                    check(fid, getattr(recipe.validation, row["precision"]), f"{tname}/{label}")
+                except FidelityError as e:
+                    for f in artifact.files:  # never leave an artifact with broken outputs
+                        f.unlink(missing_ok=True)
+                    row.update(status="failed", error=str(e))
+                    row.pop("file", None)
+                    failures.append((type(e), str(e)))
+                    progress.advance(task, 2)
+                    continue
+                if variant is None:
+                    base = artifact
+                progress.advance(task)
+                done.append((row, artifact))
+        for row, artifact in done:
+            progress.update(task, description=f"benchmark {row['name']}")
+            row["metrics"] = measure(artifact.path, bench, eval_npz).to_json()
+            progress.advance(task)
+
+    report = reports.build(
+        name=recipe.name,
+        model={"source": model.source, "parameters": model.parameter_count(),
+               "inputs": [i.model_dump() for i in model.inputs]},
+        reference={"framework": "pytorch", "accuracy": ref.accuracy, "eval_samples": ref.eval_samples,
+                   "validation_samples": len(ref.outputs[0]), "validation_on_real_data": ref.on_real_data},
+        bench={**recipe.benchmark.model_dump()},
+        machine=sysinfo.machine(), artifacts=rows)
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", reports.to_markdown(report))
+    write_json(out / "manifest.json", manifest(recipe, out, rows))
+    if failures:
+        more = f" ({len(failures) - 1} more in report.json)" if len(failures) > 1 else ""
+        err = failures[0][0](failures[0][1] + more)
+        err.report = report  # the CLI still shows what did work
+        raise err
+    return report
+
+
+def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
+    files = []
+    for r in rows:
+        if r.get("file"):
+            main = out / r["file"]
+            for f in [main, *sorted(main.parent.glob(main.name + ".data"))]:
+                files.append({"file": str(f.relative_to(out)), "artifact": r["name"], "bytes": f.stat().st_size,
+                              "sha256": sha256(f)})
+    weights = recipe.model.weights or recipe.model.program
+    model_file = recipe.resolve(weights) if weights else None
+    return {
+        "schema": "compressor.manifest", "schema_version": MANIFEST_SCHEMA_VERSION,
+        "recipe": {"name": recipe.name, "text": recipe.source_text,
+                   "resolved": recipe.model_dump(mode="json")},
+        "model": {"source": recipe.model.factory or str(recipe.model.program),
+                  "file": str(model_file) if model_file else None,
+                  "sha256": sha256(model_file) if model_file and model_file.is_file() else None},
+        "artifacts": files, "libraries": sysinfo.library_versions(), "machine": sysinfo.machine(),
+    }
+
+
+@contextlib.contextmanager
+def _eval_file(evaluation: Dataset | None) -> Iterator[Path | None]:
+    """Evaluation data as an .npz for the benchmark workers, outside the run directory."""
+    if evaluation is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="compressor-eval-") as d:
+        path = Path(d) / "eval.npz"
+        evaluation.save_npz(path)
+        yield path
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, console=None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not enabled, transient=False) as p:
+        yield p

@@ -1,0 +1,55 @@
+"""The target registry. Targets register by name; an unknown name lists the known
+ones and a second registration under one name is an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compressor.errors import ArtifactError, RecipeError
+from targets.base import Artifact, Device, Session, Target, TargetOptions, TensorSpec
+
+_REGISTRY: dict[str, Target] = {}
+
+
+def register(target: Target) -> Target:
+    if target.name in _REGISTRY:
+        raise ValueError(f"target {target.name!r} is already registered by "
+                         f"{type(_REGISTRY[target.name]).__module__}")
+    _REGISTRY[target.name] = target
+    return target
+
+
+def get(name: str) -> Target:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RecipeError(f"unknown target {name!r}; known targets: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def option_models() -> dict[str, type[TargetOptions]]:
+    return {name: t.options_model for name, t in _REGISTRY.items()}
+
+
+def for_file(path: Path) -> Target:
+    """The target whose runtime loads `path`, chosen by suffix."""
+    for t in _REGISTRY.values():
+        if any(str(path).endswith(s) for s in t.suffixes):
+            return t
+    known = sorted(s for t in _REGISTRY.values() for s in t.suffixes)
+    raise ArtifactError(f"{path}: unknown artifact type; the benchmark loads {', '.join(known)} files")
+
+
+def _register_builtin() -> None:
+    from targets.onnx import OnnxTarget
+
+    register(OnnxTarget())
+
+
+_register_builtin()
+
+__all__ = ["Artifact", "Device", "Session", "Target", "TargetOptions", "TensorSpec",
+           "register", "get", "names", "option_models", "for_file"]

@@ -1,0 +1,166 @@
+"""What every export target provides: an exporter, a runtime session and a file check.
+
+Heavy imports (onnxruntime, tensorflow, ...) stay inside the methods of the target that
+needs them, so that importing the registry is cheap and the benchmark worker process
+loads only the runtime it measures.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # torch-side types, only for annotations
+    from compressor.data import Dataset
+    from compressor.model import Model
+    from compressor.recipe import QuantVariant
+
+
+class TargetOptions(BaseModel):
+    """Options a target accepts under `targets: {NAME: {...}}` in a recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where an artifact runs. `kind` is 'cpu' or 'cuda'; a session maps it onto its
+    runtime's own notion (an execution provider, a delegate)."""
+
+    kind: str = "cpu"
+    index: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "Device":
+        kind, _, idx = text.partition(":")
+        if kind not in ("cpu", "cuda") or (idx and not idx.isdigit()):
+            from compressor.errors import RecipeError
+            raise RecipeError(f"device {text!r}: use 'cpu', 'cuda' or 'cuda:N'")
+        return cls(kind, int(idx or 0))
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "cpu" else f"{self.kind}:{self.index}"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A runtime's view of one input: dims are ints, or strings for symbolic dims."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str  # numpy dtype name
+
+    def concrete(self, batch: int, overrides: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+        if self.name in overrides:
+            return overrides[self.name]
+        dims = []
+        for axis, d in enumerate(self.shape):
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+            elif axis == 0:
+                dims.append(batch)  # a symbolic leading axis is the batch
+            else:
+                from compressor.errors import RecipeError
+                raise RecipeError(f"input {self.name!r} has a dynamic dimension {d!r} at axis {axis} "
+                                  f"(shape {list(self.shape)}); give it with --shape {self.name}=" +
+                                  "x".join(str(x if isinstance(x, int) and x > 0 else "N") for x in self.shape))
+        return tuple(dims)
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return bool(self.shape) and not (isinstance(self.shape[0], int) and self.shape[0] > 0)
+
+
+class Session(Protocol):
+    """A loaded artifact, ready to run. Implementations own their runtime objects."""
+
+    runtime: str           # e.g. "onnxruntime 1.32.0"
+    provider: str          # e.g. "CPUExecutionProvider"
+    inputs: list[TensorSpec]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class Artifact:
+    """One exported file (plus companions such as ONNX external data)."""
+
+    target: str
+    label: str             # "fp32", "int8-static", ...
+    precision: str         # "fp32" | "fp16" | "int8"
+    path: Path
+    extra_files: list[Path] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path, *self.extra_files]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}/{self.label}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["extra_files"] = [str(p) for p in self.extra_files]
+        return d
+
+
+class Target(abc.ABC):
+    """An export target: registered by `name`, recognised by file `suffixes`."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    options_model: type[TargetOptions] = TargetOptions
+    precisions: tuple[str, ...] = ("fp32",)
+
+    @abc.abstractmethod
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+               calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
+        """Write the artifact for `variant` (None = fp32) to `out` (a path without the
+        suffix); every file appears atomically or not at all. `base` is this target's
+        fp32 artifact of the same model, which a lowering may start from."""
+
+    @abc.abstractmethod
+    def check_file(self, path: Path) -> None:
+        """Raise ArtifactError when `path` is missing, empty, truncated or not this format."""
+
+    @abc.abstractmethod
+    def open_session(self, path: Path, device: Device, threads: int) -> Session:
+        """Load the artifact with this target's runtime on `device`."""
+
+    def companion_files(self, path: Path) -> list[Path]:
+        """Files that belong to `path` and count towards its size (external data)."""
+        return []
+
+
+def run_batched(session: Session, feeds: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
+    """Run `feeds` (first axis = samples) through `session` in chunks of `batch` and
+    concatenate the outputs. A fixed-batch model gets its own batch size."""
+    fixed = [s.shape[0] for s in session.inputs if not s.batch_dynamic and s.shape]
+    if fixed:
+        batch = int(fixed[0])
+    n = len(next(iter(feeds.values())))
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, n, batch):
+        part = {k: v[start:start + batch] for k, v in feeds.items()}
+        got = len(next(iter(part.values())))
+        if fixed and got < batch:  # pad the last chunk of a fixed-batch model
+            part = {k: np.concatenate([v, np.repeat(v[-1:], batch - got, axis=0)]) for k, v in part.items()}
+        chunks.append([o[:got] for o in session.run(part)])
+    return [np.concatenate(outs) for outs in zip(*chunks)]
+
+
+def describe_inputs(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs)

@@ -1,0 +1,100 @@
+"""The ONNX target: dynamo export, ONNX Runtime lowering of int8/fp16, ORT sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from compressor.fsutil import publish, staging_dir
+from targets.base import Artifact, Device, Target, TargetOptions
+
+if TYPE_CHECKING:
+    from compressor.data import Dataset
+    from compressor.model import Model
+    from compressor.recipe import QuantVariant
+
+# Protobuf caps one message at 2 GiB; past half of that, weights go to a .data file.
+EXTERNAL_DATA_AUTO_BYTES = 1 << 30
+
+
+class OnnxOptions(TargetOptions):
+    opset: int | None = Field(None, ge=18, description="ONNX opset; default: the exporter's")
+    dynamic_batch: bool = Field(True, description="export a symbolic batch axis when the model allows it")
+    external_data: bool | None = Field(None, description="weights in a .data file; default: only past 1 GiB")
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    suffixes = (".onnx",)
+    options_model = OnnxOptions
+    precisions = ("fp32", "fp16", "int8")
+
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+               calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
+        from targets.onnx.runtime import check_onnx_file, external_data_files
+
+        opts = OnnxOptions.model_validate(options)
+        final = Path(f"{out}.onnx")
+        external = opts.external_data
+        if external is None:
+            external = sum(p.numel() * p.element_size() for p in model.module.parameters()) > EXTERNAL_DATA_AUTO_BYTES
+        with staging_dir(final.parent, final.name) as work:
+            staged = work / final.name
+            if variant is None:
+                from targets.onnx.export import export_fp32
+
+                meta = export_fp32(model, staged, opts.opset, opts.dynamic_batch, external)
+            else:
+                from targets.onnx.quantize import lower
+
+                if base is None:
+                    raise ValueError("the ONNX lowering of a quantized variant starts from the fp32 artifact")
+                meta = {**{k: base.meta[k] for k in ("dynamic_batch", "output_names") if k in base.meta},
+                        **lower(base.path, staged, variant, calibration, bool(base.meta.get("dynamic_batch")),
+                                work, external)}
+            _strip_debug_metadata(staged)
+            check_onnx_file(staged)
+            companions = external_data_files(staged)
+            meta["op_types"] = _op_histogram(staged)
+            publish({staged: final, **{c: final.parent / c.name for c in companions}})
+        return Artifact(target=self.name, label=variant.label if variant else "fp32",
+                        precision=variant.precision if variant else "fp32", path=final,
+                        extra_files=[final.parent / c.name for c in companions], meta=meta)
+
+    def check_file(self, path: Path) -> None:
+        from targets.onnx.runtime import check_onnx_file
+
+        check_onnx_file(path)
+
+    def open_session(self, path: Path, device: Device, threads: int):
+        from targets.onnx.runtime import OrtSession
+
+        return OrtSession(path, device, threads)
+
+    def companion_files(self, path: Path) -> list[Path]:
+        from targets.onnx.runtime import external_data_files
+
+        return external_data_files(path)
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's per-node stack traces and docs: they ship in every artifact and
+    weigh a noticeable share of a small int8 model. External weights stay where they are."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(proto, str(path))
+
+
+def _op_histogram(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,130 @@
+"""The ONNX target's own lowering of a quantization intent, with ONNX Runtime's
+quantizer (calibrate -> quantize, QDQ format) on a prepared float graph."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from compressor.data import Dataset
+from compressor.errors import DataError, ExportError
+from compressor.recipe import QuantVariant
+
+CALIB_BATCH = 16
+# Weight-bearing ops that dynamic quantization handles well; ConvInteger is slow on ORT's CPU EP.
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU", "EmbedLayerNormalization"]
+
+
+class _Reader:
+    """ORT's CalibrationDataReader contract over a Dataset, in batches."""
+
+    def __init__(self, data: Dataset, batch: int) -> None:
+        self._batches = list(data.batches(batch))
+        self._it = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def lower(src: Path, dst: Path, variant: QuantVariant, calibration: Dataset | None, batch_dynamic: bool,
+          work: Path, external_data: bool) -> dict:
+    """Write the `variant` of the float model `src` to `dst`; return notes for the report."""
+    # ORT's quantizer prints progress to stdout and warns through the root logger.
+    with contextlib.redirect_stdout(io.StringIO()), _root_logger_quiet():
+        if variant.mode == "static":
+            return _static(src, dst, variant, calibration, batch_dynamic, work, external_data)
+        if variant.mode == "dynamic":
+            return _dynamic(src, dst, variant, external_data)
+        return _fp16(src, dst, external_data)
+
+
+@contextlib.contextmanager
+def _root_logger_quiet():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, batch_dynamic: bool,
+            work: Path, external_data: bool) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None or len(calibration) == 0:
+        raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
+                        "to the recipe")
+    data = calibration.take(v.calibration_samples)
+    pre = work / "pre.onnx"
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+    except Exception:
+        # Symbolic shape inference does not know every op; the plain ONNX one suffices.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[v.calibration]
+    extra = {
+        "ActivationSymmetric": v.symmetric_activations,
+        "WeightSymmetric": True,
+        # Entropy and percentile histograms over the whole set, not per batch.
+        "CalibTensorRangeSymmetric": v.symmetric_activations,
+        "CalibMovingAverage": False,
+    }
+    if v.calibration == "percentile":
+        extra["CalibPercentile"] = v.percentile
+    try:
+        quantize_static(str(pre), str(dst), _Reader(data, CALIB_BATCH if batch_dynamic else 1),
+                        quant_format=QuantFormat.QDQ, per_channel=v.per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method, nodes_to_exclude=list(v.exclude),
+                        use_external_data_format=external_data, extra_options=extra)
+    except Exception as e:
+        raise ExportError(f"ONNX static int8 ({v.label}) failed in onnxruntime's quantizer: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    return {"engine": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "activations": "uint8 asymmetric" if not v.symmetric_activations else "uint8 symmetric",
+            "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
+            "calibration": v.calibration, "calibration_samples": len(data)}
+
+
+def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(str(src), str(dst), per_channel=v.per_channel, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=DYNAMIC_OPS, nodes_to_exclude=list(v.exclude),
+                         use_external_data_format=external_data)
+    except Exception as e:
+        raise ExportError(f"ONNX dynamic int8 ({v.label}) failed in onnxruntime's quantizer: "
+                          f"{str(e).strip().splitlines()[0]}") from None
+    return {"engine": "onnxruntime.quantization.quantize_dynamic", "ops": DYNAMIC_OPS,
+            "weights": f"int8 {'per-channel' if v.per_channel else 'per-tensor'}",
+            "activations": "quantized at run time"}
+
+
+def _fp16(src: Path, dst: Path, external_data: bool) -> dict:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = onnx.load(str(src))
+    # Float32 inputs and outputs, so the same feeds and comparisons work for every variant.
+    half = convert_float_to_float16(model, keep_io_types=True)
+    # The converter appends the input casts at the end of the node list; ONNX wants topological order.
+    wrapped = OnnxModel(half)
+    wrapped.topological_sort()
+    half = wrapped.model
+    onnx.save(half, str(dst), save_as_external_data=external_data,
+              location=dst.name + ".data" if external_data else None)
+    return {"engine": "onnxruntime.transformers.float16", "weights": "float16", "io": "float32"}

@@ -1,0 +1,89 @@
+"""Numerical validation of an artifact against its reference model's outputs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from compressor.errors import FidelityError
+from compressor.recipe import Tolerance
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    name: str
+    max_abs: float
+    cosine_mean: float
+    cosine_min: float
+    top1: float | None  # argmax agreement, for (N, classes) outputs
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    samples: int
+    outputs: list[OutputFidelity]
+
+    @property
+    def max_abs(self) -> float:
+        return max(o.max_abs for o in self.outputs)
+
+    @property
+    def cosine(self) -> float:
+        return min(o.cosine_mean for o in self.outputs)
+
+    @property
+    def cosine_min(self) -> float:
+        return min(o.cosine_min for o in self.outputs)
+
+    @property
+    def top1(self) -> float | None:
+        vals = [o.top1 for o in self.outputs if o.top1 is not None]
+        return min(vals) if vals else None
+
+    def to_json(self) -> dict:
+        return {"samples": self.samples, "max_abs": self.max_abs, "cosine_mean": self.cosine,
+                "cosine_min": self.cosine_min, "top1_agreement": self.top1,
+                "outputs": [asdict(o) for o in self.outputs]}
+
+
+def compare(reference: list[np.ndarray], got: list[np.ndarray], names: list[str]) -> Fidelity:
+    if len(reference) != len(got):
+        raise FidelityError(f"the artifact gives {len(got)} outputs, the reference {len(reference)}")
+    outs = []
+    for name, r, g in zip(names, reference, got):
+        r = np.asarray(r, dtype=np.float64)
+        g = np.asarray(g, dtype=np.float64)
+        if r.shape != g.shape:
+            raise FidelityError(f"output {name!r}: shape {list(g.shape)} differs from the reference's {list(r.shape)}")
+        finite = np.isfinite(g).all()
+        rf, gf = r.reshape(len(r), -1), g.reshape(len(g), -1)
+        num = (rf * gf).sum(1)
+        den = np.linalg.norm(rf, axis=1) * np.linalg.norm(gf, axis=1)
+        # Two all-zero rows agree; one zero row against a non-zero one does not.
+        cos = np.where(den > 0, num / np.where(den > 0, den, 1), np.where(
+            (np.abs(rf).sum(1) == 0) & (np.abs(gf).sum(1) == 0), 1.0, 0.0))
+        top1 = float((r.argmax(-1) == g.argmax(-1)).mean()) if r.ndim == 2 and r.shape[1] > 1 else None
+        outs.append(OutputFidelity(name=name, max_abs=float(np.abs(r - g).max()) if finite else float("inf"),
+                                   cosine_mean=float(cos.mean()) if finite else float("nan"),
+                                   cosine_min=float(cos.min()) if finite else float("nan"), top1=top1))
+    return Fidelity(samples=len(reference[0]) if reference else 0, outputs=outs)
+
+
+def check(fid: Fidelity, tol: Tolerance, what: str) -> None:
+    """Raise FidelityError naming the worst output when `fid` breaks `tol`."""
+    for o in sorted(fid.outputs, key=lambda o: (o.cosine_mean if np.isfinite(o.cosine_mean) else -2)):
+        problems = []
+        if not np.isfinite(o.max_abs):
+            problems.append("non-finite values (NaN or inf)")
+        else:
+            if tol.max_abs is not None and o.max_abs > tol.max_abs:
+                problems.append(f"max abs difference {o.max_abs:.3g} > {tol.max_abs:g}")
+            if tol.min_cosine is not None and o.cosine_mean < tol.min_cosine:
+                problems.append(f"mean cosine {o.cosine_mean:.5f} < {tol.min_cosine:g}")
+            if tol.min_top1 is not None and o.top1 is not None and o.top1 < tol.min_top1:
+                problems.append(f"top-1 agreement {o.top1:.3f} < {tol.min_top1:g}")
+        if problems:
+            raise FidelityError(f"{what}: output {o.name!r} differs from the reference beyond tolerance "
+                                f"({'; '.join(problems)}; worst sample cosine {o.cosine_min:.4f}); "
+                                "loosen 'validation' in the recipe or keep sensitive layers in float")
