@@ -177,18 +177,29 @@ def gzip_size(files: list[Path]) -> int:
     return total
 
 
-def _rss_mb() -> float:
+def _proc_status_mb(key: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def _rss_mb() -> float:
+    now = _proc_status_mb("VmRSS")
+    if now is not None:
+        return now
     import psutil
     return psutil.Process().memory_info().rss / 2**20
 
 
 def _peak_rss_mb() -> float:
+    # VmHWM starts afresh at exec; ru_maxrss on Linux carries the parent's peak over a fork+exec.
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

@@ -134,6 +134,8 @@ def _from_callable(spec: str, split: str, inputs: list[InputSpec], base_dir: Pat
 def _check(ds: Dataset, inputs: list[InputSpec], origin: str) -> None:
     n = None
     for spec in inputs:
+        if spec.name not in ds.inputs:
+            raise DataError(f"data {origin!r}: no array for input {spec.name!r}; it gives {sorted(ds.inputs)}")
         arr = ds.inputs[spec.name]
         if arr.ndim != len(spec.shape) or tuple(arr.shape[1:]) != tuple(spec.shape[1:]):
             raise DataError(f"data {origin!r}: input {spec.name!r} has samples of shape "

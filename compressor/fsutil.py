@@ -26,6 +26,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file owner-only; give it the mode any other new file would get.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -49,10 +51,19 @@ def staging_dir(parent: Path, name: str) -> Iterator[Path]:
 
 
 def publish(files: dict[Path, Path]) -> None:
-    """Move finished files (source -> destination) into place, each by an atomic rename."""
+    """Move finished files (source -> destination) into place, each by an atomic rename,
+    with the permissions of an ordinary new file (some writers create them owner-only)."""
+    mode = 0o666 & ~_umask()
     for src, dst in files.items():
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(src, mode)
         os.replace(src, dst)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_text(path: Path, text: str) -> None:

@@ -109,14 +109,22 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"weights {path}: not a readable safetensors file ({e})") from None
-    result = module.load_state_dict(state, strict=False)
+    own = module.state_dict()
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing {_few(result.missing_keys)}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {_few(result.unexpected_keys)}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing:
+        problems.append(f"missing {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_few(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch (file vs model) for {_few(shapes)}")
     if problems:
-        raise ModelLoadError(f"weights {path} do not match the model: {'; '.join(problems)}")
+        raise ModelLoadError(f"weights {path} do not match the model: {'; '.join(problems)}; "
+                             "check the factory and its kwargs")
+    module.load_state_dict(state, strict=True)
 
 
 def _few(keys: list[str], n: int = 3) -> str:

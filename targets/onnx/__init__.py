@@ -54,7 +54,7 @@ class OnnxTarget(Target):
                 meta = {**{k: base.meta[k] for k in ("dynamic_batch", "output_names") if k in base.meta},
                         **lower(base.path, staged, variant, calibration, bool(base.meta.get("dynamic_batch")),
                                 work, external)}
-            _strip_debug_metadata(staged)
+            _compact(staged, int8=bool(variant) and variant.mode == "static", meta=meta)
             check_onnx_file(staged)
             companions = external_data_files(staged)
             meta["op_types"] = _op_histogram(staged)
@@ -79,16 +79,12 @@ class OnnxTarget(Target):
         return external_data_files(path)
 
 
-def _strip_debug_metadata(path: Path) -> None:
-    """Drop the exporter's per-node stack traces and docs: they ship in every artifact and
-    weigh a noticeable share of a small int8 model. External weights stay where they are."""
-    import onnx
+def _compact(path: Path, int8: bool, meta: dict) -> None:
+    from targets.onnx.compact import compact_file, has_subgraphs
 
-    proto = onnx.load(str(path), load_external_data=False)
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    onnx.save(proto, str(path))
+    rename = int8 and not has_subgraphs(path)
+    compact_file(path, rename_tensors=rename)
+    meta["compacted"] = "debug info, shapes, zero weight zero-points, tensor names" if rename else "debug info, shapes"
 
 
 def _op_histogram(path: Path) -> dict[str, int]:

@@ -15,6 +15,7 @@ from compressor.errors import DataError, ExportError
 from compressor.recipe import QuantVariant
 
 CALIB_BATCH = 16
+ENTROPY_BINS = 2048
 # Weight-bearing ops that dynamic quantization handles well; ConvInteger is slow on ORT's CPU EP.
 DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU", "EmbedLayerNormalization"]
 
@@ -73,21 +74,15 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[v.calibration]
-    extra = {
-        "ActivationSymmetric": v.symmetric_activations,
-        "WeightSymmetric": True,
-        # Entropy and percentile histograms over the whole set, not per batch.
-        "CalibTensorRangeSymmetric": v.symmetric_activations,
-        "CalibMovingAverage": False,
-    }
-    if v.calibration == "percentile":
-        extra["CalibPercentile"] = v.percentile
+    cache = work / "calibration.json"
     try:
-        quantize_static(str(pre), str(dst), _Reader(data, CALIB_BATCH if batch_dynamic else 1),
+        calibrate(pre, method, v, _Reader(data, CALIB_BATCH if batch_dynamic else 1), work, cache)
+        quantize_static(str(pre), str(dst), None, calibration_cache_path=str(cache),
                         quant_format=QuantFormat.QDQ, per_channel=v.per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method, nodes_to_exclude=list(v.exclude),
-                        use_external_data_format=external_data, extra_options=extra)
+                        use_external_data_format=external_data,
+                        extra_options={"ActivationSymmetric": v.symmetric_activations, "WeightSymmetric": True})
     except Exception as e:
         raise ExportError(f"ONNX static int8 ({v.label}) failed in onnxruntime's quantizer: "
                           f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
@@ -95,6 +90,23 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
             "activations": "uint8 asymmetric" if not v.symmetric_activations else "uint8 symmetric",
             "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
             "calibration": v.calibration, "calibration_samples": len(data)}
+
+
+def calibrate(model: Path, method, v: QuantVariant, reader: _Reader, work: Path, cache: Path) -> None:
+    """Collect activation ranges with our own calibrator settings and store them where
+    quantize_static reads them. quantize_static does not forward histogram sizes: its
+    entropy calibrator would use 128 bins, too coarse to ever clip, i.e. min-max again."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    options = {"symmetric": v.symmetric_activations, "moving_average": False}
+    if v.calibration == "entropy":
+        options |= {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128}
+    elif v.calibration == "percentile":
+        options |= {"num_bins": ENTROPY_BINS, "percentile": v.percentile}
+    calibrator = create_calibrator(model, None, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=method, extra_options=options)
+    calibrator.collect_data(reader)
+    save_tensors_data(calibrator.compute_data(), cache)
 
 
 def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool) -> dict:

@@ -1,0 +1,126 @@
+"""One small recipe run end to end (export, validate, benchmark, report), shared by the tests."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import targets
+from compressor.fsutil import sha256
+from compressor.pipeline import run
+from compressor.recipe import load_recipe
+
+ZOO = Path(__file__).resolve().parents[2] / "compressor" / "zoo" / "digits_cnn.safetensors"
+RECIPE = f"""\
+version: 1
+name: small
+model:
+  factory: compressor.zoo.digits:digits_cnn
+  weights: {ZOO}
+  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
+  outputs: [logits]
+data:
+  calibration: {{source: digits, split: train, limit: 64}}
+  evaluation: {{source: digits, split: test, limit: 200}}
+steps:
+  - quantize:
+      variants: [{{mode: static}}, {{mode: fp16}}]
+targets: [onnx]
+benchmark: {{batch_sizes: [1, 4], runs: 5, warmup: 1, warmup_s: 0, memory: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("pipeline")
+    (d / "small.yaml").write_text(RECIPE)
+    run(load_recipe(d / "small.yaml", targets.option_models()), d / "run", show_progress=False)
+    return d / "run"
+
+
+@pytest.fixture(scope="module")
+def report(run_dir) -> dict:
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def test_run_writes_reports_manifest_and_only_the_artifacts(run_dir):
+    assert {p.name for p in run_dir.iterdir()} == {"report.json", "report.md", "manifest.json", "artifacts"}
+    assert sorted(p.name for p in (run_dir / "artifacts").iterdir()) == [
+        "small.fp16.onnx", "small.fp32.onnx", "small.int8-static.onnx"]
+
+
+def test_report_json_has_one_row_per_artifact_with_metrics_fidelity_accuracy(report):
+    assert report["schema"] == "compressor.report" and report["schema_version"] == 1
+    assert [r["name"] for r in report["artifacts"]] == ["onnx/fp32", "onnx/int8-static", "onnx/fp16"]
+    for row in report["artifacts"]:
+        assert row["status"] == "ok"
+        m = row["metrics"]
+        assert [lat["batch"] for lat in m["latency"]] == [1, 4]
+        assert all(0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] for lat in m["latency"])
+        assert m["size_bytes"] > m["gzip_bytes"] > 0
+        assert m["accuracy"] >= 0.97 and m["eval_samples"] == 200
+        assert row["fidelity"]["samples"] == 200 and row["fidelity"]["on_real_data"] is True
+        assert abs(row["accuracy_delta"]) <= 0.01
+
+
+def test_report_reference_is_the_pytorch_accuracy_on_the_evaluation_data(report):
+    ref = report["reference"]
+    assert ref["framework"] == "pytorch" and ref["eval_samples"] == 200 and ref["accuracy"] >= 0.97
+
+
+def test_fp32_row_matches_pytorch_tightly(report):
+    fid = report["artifacts"][0]["fidelity"]
+    assert fid["max_abs"] < 1e-4 and fid["cosine_mean"] > 0.99999 and fid["top1_agreement"] == 1.0
+
+
+def test_int8_row_compares_against_fp32_size(report):
+    row = report["artifacts"][1]
+    assert row["size_ratio_vs_fp32"] <= 0.35
+    assert row["speedup_vs_fp32"] > 0
+
+
+def test_report_md_is_a_markdown_table_with_one_line_per_artifact(run_dir):
+    lines = (run_dir / "report.md").read_text().splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| artifact"))
+    assert re.fullmatch(r"\|(-{3}:?\|)+", lines[header + 1])
+    body = lines[header + 2:header + 5]
+    assert [b.split("|")[1].strip() for b in body] == ["onnx/fp32", "onnx/int8-static", "onnx/fp16"]
+
+
+def test_manifest_hashes_every_artifact_and_records_versions_and_cpu(run_dir):
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["schema_version"] == 1
+    files = {a["file"]: a for a in man["artifacts"]}
+    assert set(files) == {f"artifacts/{p.name}" for p in (run_dir / "artifacts").iterdir()}
+    for rel, entry in files.items():
+        assert entry["sha256"] == sha256(run_dir / rel)
+        assert entry["bytes"] == (run_dir / rel).stat().st_size
+    assert {"torch", "onnxruntime", "onnx", "compressor"} <= set(man["libraries"])
+    assert man["machine"]["cpu"]["model"]
+    assert man["model"]["sha256"] == sha256(ZOO)
+    assert man["recipe"]["text"] == RECIPE
+
+
+def test_a_second_run_into_the_same_dir_needs_overwrite(run_dir):
+    from compressor.errors import RecipeError
+
+    recipe = load_recipe(run_dir.parent / "small.yaml", targets.option_models())
+    with pytest.raises(RecipeError, match="not empty; pass --overwrite"):
+        run(recipe, run_dir, show_progress=False)
+
+
+def test_external_data_run_lists_both_files_with_sha256(tmp_path):
+    text = RECIPE.replace("targets: [onnx]", "targets: {onnx: {external_data: true}}").replace(
+        "variants: [{mode: static}, {mode: fp16}]", "variants: [{mode: dynamic}]")
+    (tmp_path / "ext.yaml").write_text(text)
+    report = run(load_recipe(tmp_path / "ext.yaml", targets.option_models()), tmp_path / "run",
+                 show_progress=False)
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    by_file = {a["file"]: a for a in man["artifacts"]}
+    for label in ("fp32", "int8-dynamic"):
+        onnx_file, data_file = f"artifacts/small.{label}.onnx", f"artifacts/small.{label}.onnx.data"
+        assert {onnx_file, data_file} <= set(by_file)
+        assert by_file[data_file]["sha256"] == sha256(tmp_path / "run" / data_file)
+        row = next(r for r in report["artifacts"] if r["label"] == label)
+        assert row["metrics"]["size_bytes"] == by_file[onnx_file]["bytes"] + by_file[data_file]["bytes"]
