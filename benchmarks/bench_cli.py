@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.harness import BenchConfig, measure
+from benchmarks.harness import BenchConfig, measure, refuse_untrusted
 from benchmarks.metrics import Metrics
 from benchmarks.report import SCHEMA_VERSION, human_size
 from compressor import sysinfo
@@ -20,12 +20,14 @@ def bench_files(args: argparse.Namespace) -> int:
 
     files: list[Path] = args.files
     for f in files:  # refuse bad files before spending time on good ones
-        targets.for_file(f).check_file(f)
+        target = targets.for_file(f)
+        refuse_untrusted(target, f, args.trust)
+        target.check_file(f)
     if args.eval_data is not None and not args.eval_data.is_file():
         raise ArtifactError(f"--eval-data {args.eval_data}: no such file")
     cfg = BenchConfig(device=args.device, threads=args.threads, batch_sizes=tuple(args.batch),
                       warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs, min_time_s=args.min_time_s,
-                      isolate=not args.no_isolate, shapes=dict(args.shape))
+                      isolate=not args.no_isolate, shapes=dict(args.shape), trust=args.trust)
     console = Console()
     results: list[Metrics] = []
     with Progress(console=console, transient=True) as progress:

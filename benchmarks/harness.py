@@ -39,6 +39,7 @@ class BenchConfig:
     isolate: bool = True                       # a fresh process per artifact (peak memory)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     keep_samples: bool = True                  # keep per-run latencies in the report (for gates)
+    trust: bool = False                        # load formats that can run code (TorchScript, .pt2)
 
 
 def measure(path: Path, config: BenchConfig, eval_data: Path | None = None) -> Metrics:
@@ -75,6 +76,7 @@ def run_job(job: dict) -> dict:
                          "shapes": {k: tuple(v) for k, v in job["config"]["shapes"].items()}})
     path = Path(job["path"])
     target = targets.for_file(path)
+    refuse_untrusted(target, path, cfg.trust)
     target.check_file(path)
     files = [path, *target.companion_files(path)]
     baseline_rss = _rss_mb()
@@ -111,6 +113,12 @@ def run_job(job: dict) -> dict:
         inputs=[{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in session.inputs],
     ).to_json() | {"latency": [asdict(l) if cfg.keep_samples else {**asdict(l), "samples_ms": []}
                                for l in latencies]}
+
+
+def refuse_untrusted(target, path: Path, trust: bool) -> None:
+    if target.requires_trust and not trust:
+        raise errors.ArtifactError(f"{path}: a {target.name} file can run code when it is loaded; refusing "
+                                   "it. Pass --trust if you made it or trust its author")
 
 
 def _time(session, feeds: dict[str, np.ndarray], cfg: BenchConfig, batch: int) -> Latency:

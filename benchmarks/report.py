@@ -92,7 +92,7 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
         m, fid = r.get("metrics") or {}, r.get("fidelity") or {}
         acc = m.get("accuracy")
         delta = r.get("accuracy_delta")
-        status = "ok" if r.get("status") == "ok" else f"FAILED: {r.get('error', '')}"
+        status = {"ok": "ok", "skipped": "skipped"}.get(r.get("status"), f"FAILED: {r.get('error', '')}")
         if r.get("slower_than_fp32"):
             status = "⚠ slower than fp32"
         out.append([
@@ -135,7 +135,8 @@ def to_markdown(report: dict) -> str:
                     tp = _lat(m, x, "throughput")
                     cells_b.append("-" if p50 is None else f"{p50:.3f} / {tp:.0f}")
                 lines.append(f"| {r['name']} | " + " | ".join(cells_b) + " |")
-    notes = [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
+    notes = [(r["name"], f"{r['status']}: {r.get('error')}") for r in report["artifacts"] if r.get("status") != "ok"]
+    notes += [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- **{name}**: {n}" for name, n in notes]
     return "\n".join(lines) + "\n"
@@ -161,6 +162,8 @@ def print_table(report: dict, console=None) -> None:
                          no_wrap=k != "artifact", overflow="fold", min_width=4 if k == "precision" else None)
     for row in cells:
         bad = row[-1].startswith(("FAILED", "⚠"))
+        if row[-1] == "skipped":
+            continue  # the reason is printed below the table
         cells_short = [row[i].removesuffix(" pt") for i in idx]
         table.add_row(*cells_short, style="red" if bad else None)
     console.print(table)
@@ -169,7 +172,9 @@ def print_table(report: dict, console=None) -> None:
         console.print(f"reference: PyTorch fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
                       "held-out samples; speed is against the same target's fp32 artifact")
     for r in report["artifacts"]:
-        if r.get("status") != "ok":
+        if r.get("status") == "skipped":
+            console.print(f"{r['name']}: skipped: {r.get('error')}")
+        elif r.get("status") != "ok":
             console.print(f"[red]{r['name']}: {r.get('status')}: {r.get('error')}[/red]")
         for note in r.get("notes", []):
             console.print(f"[yellow]{r['name']}: {note}[/yellow]")

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("runs/digits-demo"))
     d.add_argument("--no-progress", action="store_true")
 
-    b = sub.add_parser("bench", help="benchmark artifact files made by anybody (.onnx)")
+    b = sub.add_parser("bench", help="benchmark artifact files made by anybody")
     b.add_argument("files", type=Path, nargs="+")
     b.add_argument("--threads", type=_positive, default=2)
     b.add_argument("--batch", type=_batches, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--eval-data", type=Path, help=".npz of inputs keyed by input name, plus 'labels'")
     b.add_argument("--json", type=Path, help="also write the metrics as JSON here")
     b.add_argument("--no-isolate", action="store_true", help="measure in this process (no peak memory)")
+    b.add_argument("--trust", action="store_true",
+                   help="allow formats that run code when loaded (TorchScript .pt, .pt2) from outside")
 
     s = sub.add_parser("schema", help="print the recipe's JSON schema (for editor validation)")
     s.add_argument("--out", type=Path, help="write it to a file instead")

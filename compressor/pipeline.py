@@ -101,7 +101,8 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     bench = BenchConfig(device=recipe.benchmark.device, threads=recipe.benchmark.threads,
                         batch_sizes=tuple(recipe.benchmark.batch_sizes), warmup=recipe.benchmark.warmup,
                         warmup_s=recipe.benchmark.warmup_s, runs=recipe.benchmark.runs,
-                        min_time_s=recipe.benchmark.min_time_s, isolate=recipe.benchmark.memory)
+                        min_time_s=recipe.benchmark.min_time_s, isolate=recipe.benchmark.memory,
+                        trust=True)  # the run made these artifacts itself
     art_dir = out / "artifacts"
     rows: list[dict] = []
     failures: list[tuple[type[CompressorError], str]] = []
@@ -120,6 +121,11 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                 rows.append(row)
                 if variant is not None and base is None:
                     row.update(status="skipped", error="the fp32 export failed")
+                    progress.advance(task, 2)
+                    continue
+                if variant is not None and variant.mode not in target.modes:
+                    row.update(status="skipped", error=f"the {tname} target does not offer {variant.mode} "
+                               f"quantization (it offers: {', '.join(target.modes) or 'fp32 only'})")
                     progress.advance(task, 2)
                     continue
                 try:

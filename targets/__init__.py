@@ -35,10 +35,11 @@ def option_models() -> dict[str, type[TargetOptions]]:
 
 
 def for_file(path: Path) -> Target:
-    """The target whose runtime loads `path`, chosen by suffix."""
-    for t in _REGISTRY.values():
-        if any(str(path).endswith(s) for s in t.suffixes):
-            return t
+    """The target whose runtime loads `path`, chosen by its longest matching suffix
+    (so that '.aoti.pt2' can belong to another target than '.pt2')."""
+    matches = [(len(s), t) for t in _REGISTRY.values() for s in t.suffixes if str(path).endswith(s)]
+    if matches:
+        return max(matches, key=lambda m: m[0])[1]
     known = sorted(s for t in _REGISTRY.values() for s in t.suffixes)
     raise ArtifactError(f"{path}: unknown artifact type; the benchmark loads {', '.join(known)} files")
 

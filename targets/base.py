@@ -123,7 +123,12 @@ class Target(abc.ABC):
     name: str
     suffixes: tuple[str, ...]
     options_model: type[TargetOptions] = TargetOptions
-    precisions: tuple[str, ...] = ("fp32",)
+    # Quantization modes (QuantVariant.mode) this target can lower; others are skipped
+    # with a note in the report.
+    modes: tuple[str, ...] = ()
+    # Formats that can run code when loaded (pickle, TorchScript): a file we did not make
+    # is refused unless the user says it is trusted.
+    requires_trust: bool = False
 
     @abc.abstractmethod
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],

@@ -29,7 +29,7 @@ class OnnxTarget(Target):
     name = "onnx"
     suffixes = (".onnx",)
     options_model = OnnxOptions
-    precisions = ("fp32", "fp16", "int8")
+    modes = ("static", "dynamic", "fp16")
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
