@@ -44,10 +44,25 @@ def for_file(path: Path) -> Target:
     raise ArtifactError(f"{path}: unknown artifact type; the benchmark loads {', '.join(known)} files")
 
 
-def _register_builtin() -> None:
-    from targets.onnx import OnnxTarget
+# The built-in targets: (module, class). Importing a target module is cheap: each keeps
+# its runtime and converter imports inside its functions.
+BUILTIN = (
+    ("targets.onnx", "OnnxTarget"),
+    ("targets.torchscript", "TorchScriptTarget"),
+    ("targets.pt2", "ExportedProgramTarget"),
+    ("targets.pt2", "AotInductorTarget"),
+    ("targets.tflite", "TFLiteTarget"),
+)
 
-    register(OnnxTarget())
+
+def _register_builtin() -> None:
+    import importlib
+    import importlib.util
+
+    for module_name, cls_name in BUILTIN:
+        if importlib.util.find_spec(module_name) is None:
+            continue  # a target still being built in this checkout
+        register(getattr(importlib.import_module(module_name), cls_name)())
 
 
 _register_builtin()
