@@ -40,6 +40,7 @@ class BenchConfig:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     keep_samples: bool = True                  # keep per-run latencies in the report (for gates)
     trust: bool = False                        # load formats that can run code (TorchScript, .pt2)
+    reference: bool = True                     # also time the fixed reference workload (normalisation)
 
 
 def measure(path: Path, config: BenchConfig, eval_data: Path | None = None) -> Metrics:
@@ -103,12 +104,19 @@ def run_job(job: dict) -> dict:
     if eval_inputs is not None and labels is not None:
         outputs = run_batched(session, eval_inputs, ACCURACY_BATCH)
         accuracy = float((outputs[0].reshape(len(labels), -1).argmax(-1) == labels).mean())
+    peak_rss = _peak_rss_mb() if cfg.isolate else None  # before the reference workload adds its own
+    reference_ms = None
+    if cfg.reference:
+        from benchmarks.reference import time_reference
+
+        reference_ms = time_reference(cfg.threads)
 
     return Metrics(
         path=str(path), target=target.name, runtime=session.runtime, provider=session.provider,
         device=cfg.device, threads=cfg.threads, size_bytes=sum(f.stat().st_size for f in files),
         gzip_bytes=gzip_size(files), load_s=load_s, first_inference_ms=first_ms or 0.0, latency=latencies,
-        peak_rss_mb=_peak_rss_mb() if cfg.isolate else None, baseline_rss_mb=baseline_rss if cfg.isolate else None,
+        peak_rss_mb=peak_rss, baseline_rss_mb=baseline_rss if cfg.isolate else None,
+        reference_p50_ms=reference_ms,
         accuracy=accuracy, eval_samples=None if labels is None else len(labels),
         inputs=[{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in session.inputs],
     ).to_json() | {"latency": [asdict(l) if cfg.keep_samples else {**asdict(l), "samples_ms": []}

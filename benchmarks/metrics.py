@@ -51,6 +51,7 @@ class Metrics:
     latency: list[Latency]
     peak_rss_mb: float | None = None        # of the process that loaded and ran the artifact
     baseline_rss_mb: float | None = None    # that process before it loaded the runtime and model
+    reference_p50_ms: float | None = None   # the fixed reference workload, same process and threads
     accuracy: float | None = None
     eval_samples: int | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)

@@ -48,16 +48,14 @@ def build(name: str, model: dict, reference: dict, bench: dict, machine: dict,
     }
 
 
-def _significantly_slower(m: dict, base: dict, batch: int, alpha: float = 0.01) -> bool:
-    """A one-sided Mann-Whitney U test on the per-run latencies: is this artifact
-    slower than its fp32 twin beyond what timing noise explains?"""
+def _significantly_slower(m: dict, base: dict, batch: int) -> bool:
     a = next((l.get("samples_ms") for l in m["latency"] if l["batch"] == batch), None)
     b = next((l.get("samples_ms") for l in base["latency"] if l["batch"] == batch), None)
     if not a or not b:
         return True  # no samples kept: trust the medians
-    from scipy.stats import mannwhitneyu
+    from benchmarks.stats import significantly_slower
 
-    return bool(mannwhitneyu(a, b, alternative="greater").pvalue < alpha)
+    return significantly_slower(a, b)
 
 
 def _p50(metrics: dict, batch: int) -> float | None:

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", type=Path)
     r.add_argument("--out", type=Path, help="run directory (default: the recipe's output.dir or runs/NAME)")
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    r.add_argument("--baseline", type=Path, help="baseline report.json for the recipe's regression budgets")
     r.add_argument("--no-progress", action="store_true")
 
     d = sub.add_parser("demo", help="run the shipped recipe on the shipped digits CNN")
@@ -83,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trust", action="store_true",
                    help="allow formats that run code when loaded (TorchScript .pt, .pt2) from outside")
 
+    g = sub.add_parser("gate", help="check a report against budgets (exit 0 ok, 1 exceeded, 2 usage error)")
+    g.add_argument("report", type=Path)
+    g.add_argument("--budgets", type=Path, help="budgets.yaml (default: the budgets of the run's recipe)")
+    g.add_argument("--baseline", type=Path, help="baseline report.json for regression limits")
+    g.add_argument("--junit", type=Path, help="write JUnit XML here (one test case per artifact and budget)")
+    g.add_argument("--json", type=Path, help="write a JSON summary here")
+    g.add_argument("--markdown", type=Path, help="write a pull-request comment (Markdown) here")
+
+    c = sub.add_parser("compare", help="side-by-side table of two reports (baseline first)")
+    c.add_argument("baseline", type=Path)
+    c.add_argument("candidate", type=Path)
+
     s = sub.add_parser("schema", help="print the recipe's JSON schema (for editor validation)")
     s.add_argument("--out", type=Path, help="write it to a file instead")
     return p
@@ -92,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore")
     try:
-        return {"run": _run, "demo": _demo, "bench": _bench, "schema": _schema}[args.command](args)
+        return {"run": _run, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
+                "schema": _schema}[args.command](args)
     except CompressorError as e:
         partial = getattr(e, "report", None)
         if partial is not None:  # some artifacts failed: show the ones that worked
@@ -119,7 +133,8 @@ def _run(args: argparse.Namespace) -> int:
 
     recipe = _load(args.recipe)
     out = run_dir_for(recipe, args.out)
-    report = run(recipe, out, overwrite=args.overwrite, show_progress=not args.no_progress)
+    report = run(recipe, out, overwrite=args.overwrite, show_progress=not args.no_progress,
+                 baseline=args.baseline)
     print_table(report)
     print(f"run directory: {out}  (report.md, report.json, manifest.json, artifacts/)")
     return 0
@@ -140,6 +155,18 @@ def _bench(args: argparse.Namespace) -> int:
     from benchmarks.bench_cli import bench_files
 
     return bench_files(args)
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from benchmarks.gate_cli import gate_command
+
+    return gate_command(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from benchmarks.compare import compare_command
+
+    return compare_command(args.baseline, args.candidate)
 
 
 def _schema(args: argparse.Namespace) -> int:

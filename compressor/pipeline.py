@@ -82,8 +82,9 @@ def _run_torch(model: Model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_progress: bool = True,
-        console=None) -> dict:
-    """Run a whole recipe; returns the report (also written to the run directory)."""
+        console=None, baseline: Path | None = None) -> dict:
+    """Run a whole recipe; returns the report (also written to the run directory).
+    With budgets in the recipe, the gate runs last and raises BudgetExceeded (exit 1)."""
     import targets
     from benchmarks import report as reports
     from benchmarks.harness import BenchConfig, measure
@@ -172,15 +173,36 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                    "validation_samples": len(ref.outputs[0]), "validation_on_real_data": ref.on_real_data},
         bench={**recipe.benchmark.model_dump()},
         machine=sysinfo.machine(), artifacts=rows)
+    if recipe.budgets is not None:
+        report["budgets"] = recipe.budgets.model_dump(mode="json")
     write_json(out / "report.json", report)
     write_text(out / "report.md", reports.to_markdown(report))
     write_json(out / "manifest.json", manifest(recipe, out, rows))
+    from benchmarks.html import write_html
+
+    write_html(out / "report.html", report)
     if failures:
         more = f" ({len(failures) - 1} more in report.json)" if len(failures) > 1 else ""
         err = failures[0][0](failures[0][1] + more)
         err.report = report  # the CLI still shows what did work
         raise err
+    if recipe.budgets is not None:
+        _gate(recipe, report, out, baseline)
     return report
+
+
+def _gate(recipe: Recipe, report: dict, out: Path, baseline: Path | None) -> None:
+    from benchmarks.gate_cli import run_gate
+
+    spec = recipe.budgets
+    if baseline is None and spec.baseline is not None:
+        baseline = recipe.resolve(spec.baseline)
+    try:
+        run_gate(report, spec, baseline, junit=out / "gate.xml", json_out=out / "gate.json",
+                 markdown=out / "gate.md")
+    except CompressorError as e:
+        e.report = report
+        raise
 
 
 def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from compressor.budgets import BudgetsSpec
 from compressor.errors import RecipeError
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
@@ -160,6 +161,7 @@ class Recipe(Strict):
     benchmark: BenchmarkSpec = BenchmarkSpec()
     validation: ValidationSpec = ValidationSpec()
     output: OutputSpec = OutputSpec()
+    budgets: BudgetsSpec | None = None
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -210,8 +212,8 @@ def load_recipe(path: Path | str, target_options: Mapping[str, type[BaseModel]] 
     return parse_recipe(text, str(path), base_dir=path.parent, target_options=target_options)
 
 
-def parse_recipe(text: str, filename: str = "<recipe>", base_dir: Path = Path("."),
-                 target_options: Mapping[str, type[BaseModel]] | None = None) -> Recipe:
+def read_yaml(text: str, filename: str, what: str) -> tuple[dict, yaml.Node]:
+    """Parse YAML into data plus its node tree (for line numbers in error messages)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -220,11 +222,22 @@ def parse_recipe(text: str, filename: str = "<recipe>", base_dir: Path = Path(".
         where = f":{mark.line + 1}" if mark else ""
         raise RecipeError(f"{filename}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{filename}: a recipe is a YAML mapping with 'version: 1', 'model', 'targets', ...")
+        raise RecipeError(f"{filename}: {what}")
+    return data, root
+
+
+def validate_yaml(model: type[BaseModel], data: dict, root: yaml.Node, filename: str) -> Any:
+    """model.model_validate(data), with errors as one line naming file, line and fix."""
     try:
-        recipe = Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(_describe(e, root, filename)) from None
+        raise RecipeError(_describe(e, root, filename, model=model)) from None
+
+
+def parse_recipe(text: str, filename: str = "<recipe>", base_dir: Path = Path("."),
+                 target_options: Mapping[str, type[BaseModel]] | None = None) -> Recipe:
+    data, root = read_yaml(text, filename, "a recipe is a YAML mapping with 'version: 1', 'model', 'targets', ...")
+    recipe = validate_yaml(Recipe, data, root, filename)
     recipe._base_dir, recipe._source_text = Path(base_dir), text
     if target_options is not None:
         _check_targets(recipe, root, filename, target_options)

@@ -45,7 +45,8 @@ def report(run_dir) -> dict:
 
 
 def test_run_writes_reports_manifest_and_only_the_artifacts(run_dir):
-    assert {p.name for p in run_dir.iterdir()} == {"report.json", "report.md", "manifest.json", "artifacts"}
+    assert {p.name for p in run_dir.iterdir()} == {"report.json", "report.md", "report.html", "manifest.json",
+                                                  "artifacts"}
     assert sorted(p.name for p in (run_dir / "artifacts").iterdir()) == [
         "small.fp16.onnx", "small.fp32.onnx", "small.int8-static.onnx"]
 
@@ -124,3 +125,16 @@ def test_external_data_run_lists_both_files_with_sha256(tmp_path):
         assert by_file[data_file]["sha256"] == sha256(tmp_path / "run" / data_file)
         row = next(r for r in report["artifacts"] if r["label"] == label)
         assert row["metrics"]["size_bytes"] == by_file[onnx_file]["bytes"] + by_file[data_file]["bytes"]
+
+
+def test_recipe_budgets_gate_the_run_with_exit_1(tmp_path, capsys):
+    from compressor.cli import main
+
+    recipe = RECIPE.replace("steps:\n  - quantize:\n      variants: [{mode: static}, {mode: fp16}]\n", "") + \
+        "budgets:\n  limits:\n    '*': {max_size: 1KB, max_accuracy_drop: 0.5}\n"
+    (tmp_path / "r.yaml").write_text(recipe)
+    assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "FAIL onnx/fp32: max_size 1.0 KB, measured" in out
+    assert err.strip().startswith("compressor: error: 1 budget exceeded")
+    assert {"gate.xml", "gate.json", "gate.md", "report.json"} <= {p.name for p in (tmp_path / "run").iterdir()}

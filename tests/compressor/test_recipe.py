@@ -86,3 +86,12 @@ def test_json_schema_is_valid_json_with_properties():
     assert {"version", "model", "targets", "steps", "benchmark"} <= set(schema["properties"])
     assert {"version", "name", "model", "targets"} <= set(schema["required"])
     assert schema["$schema"].startswith("https://json-schema.org/")
+
+
+def test_committed_schema_is_the_current_one():
+    from pathlib import Path
+
+    from compressor.recipe import json_schema
+
+    committed = Path(__file__).resolve().parents[2] / "docs" / "recipe.schema.json"
+    assert committed.read_text() == json_schema() + "\n", "run: compressor schema --out docs/recipe.schema.json"

@@ -1,0 +1,197 @@
+"""The gate: hold a report to its budgets, optionally against a baseline report.
+
+evaluate() returns one Check per (artifact, limit). Exit codes of `compressor gate`:
+0 every limit holds, 1 one is exceeded, 2 a usage error (bad budgets, an
+incompatible baseline, a budget naming an artifact the report lacks).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.report import SCHEMA, SCHEMA_VERSION, human_size
+from benchmarks.stats import ratio_of_medians
+from compressor.budgets import BudgetsSpec, Limits, is_exact, selects
+from compressor.errors import RecipeError
+
+# limit name -> (unit, direction): "max" limits fail above, "min" limits below.
+UNITS = {"max_size": "bytes", "max_gzip_size": "bytes", "max_p50_ms": "ms", "max_p90_ms": "ms",
+         "max_p99_ms": "ms", "min_accuracy": "%", "max_accuracy_drop": "pt", "min_cosine": "",
+         "min_speedup": "x", "max_size_ratio": "x", "max_latency_regression": "%",
+         "max_size_regression": "%", "max_accuracy_regression": "pt"}
+RELATIVE = ("min_speedup", "max_size_ratio")
+
+
+@dataclass(frozen=True)
+class Check:
+    artifact: str
+    limit_name: str
+    limit: float
+    measured: float | None
+    passed: bool
+    detail: str = ""
+
+    @property
+    def unit(self) -> str:
+        return UNITS.get(self.limit_name, "")
+
+    def fmt(self, x: float | None) -> str:
+        if x is None:
+            return "n/a"
+        if self.unit == "bytes":
+            return human_size(x)
+        if self.unit in ("x", "", "%"):
+            return f"{x:.4g}{self.unit}"
+        return f"{x:.4g} {self.unit}".rstrip()
+
+    def line(self) -> str:
+        verdict = "ok  " if self.passed else "FAIL"
+        by = ""
+        side = "over" if self.limit_name.startswith("max") else "under"
+        if not self.passed and self.measured is not None and self.unit in ("%", "pt"):
+            by = f", {side} by {abs(self.measured - self.limit):.3g} {'points' if self.unit == '%' else 'pt'}"
+        elif not self.passed and self.measured is not None and self.limit:
+            by = f", {side} by {abs(self.measured - self.limit) / abs(self.limit) * 100:.1f}%"
+        detail = f" ({self.detail})" if self.detail else ""
+        return (f"{verdict} {self.artifact}: {self.limit_name} {self.fmt(self.limit)}, "
+                f"measured {self.fmt(self.measured)}{by}{detail}")
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"unit": self.unit, "line": self.line()}
+
+
+def load_report(path: Path, what: str = "report") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{what} {path}: no such file")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{what} {path}: not JSON ({e})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise RecipeError(f"{what} {path}: not a compressor report (no schema {SCHEMA!r})")
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise RecipeError(f"{what} {path}: report schema version {report.get('schema_version')} is not "
+                          f"{SCHEMA_VERSION}, which this compressor reads; re-run the baseline with this version")
+    return report
+
+
+def check_compatible(report: dict, baseline: dict) -> None:
+    def identity(r: dict) -> tuple:
+        return r["model"].get("source"), json.dumps(r["model"].get("inputs"), sort_keys=True)
+
+    if identity(report) != identity(baseline):
+        raise RecipeError(f"the baseline is for another model ({baseline['model'].get('source')} with inputs "
+                          f"{baseline['model'].get('inputs')}), this report is for {report['model'].get('source')} "
+                          f"with inputs {report['model'].get('inputs')}; use a baseline of the same model")
+
+
+def evaluate(report: dict, spec: BudgetsSpec, baseline: dict | None = None) -> list[Check]:
+    if spec.needs_baseline() and baseline is None:
+        raise RecipeError("the budgets set regression limits (max_*_regression) but no baseline was given; "
+                          "pass --baseline BASE.json or set budgets.baseline")
+    if baseline is not None:
+        check_compatible(report, baseline)
+    rows = report["artifacts"]
+    names = sorted(r["name"] for r in rows)
+    for sel in spec.limits:
+        if is_exact(sel) and not any(selects(sel, r["target"], r["label"], r["precision"]) for r in rows):
+            raise RecipeError(f"the budgets name artifact {sel!r}, which the report does not have "
+                              f"(it has: {', '.join(names)})")
+    batch = spec.latency.batch or report["benchmark"]["batch_sizes"][0]
+    base_rows = {r["name"]: r for r in (baseline or {}).get("artifacts", [])}
+    checks: list[Check] = []
+    for row in rows:
+        for sel, limits in spec.limits.items():
+            if selects(sel, row["target"], row["label"], row["precision"]):
+                checks += _check_row(row, limits, batch, spec, base_rows.get(row["name"]))
+    return checks
+
+
+def _check_row(row: dict, limits: Limits, batch: int, spec: BudgetsSpec, base: dict | None) -> list[Check]:
+    name = row["name"]
+    given = limits.given()
+    if row.get("status") != "ok" or not row.get("metrics"):
+        why = row.get("error") or "no measurements"
+        return [Check(name, k, v, None, False, f"artifact {row.get('status')}: {why}") for k, v in given.items()]
+    out = []
+    for key, limit in given.items():
+        if key in RELATIVE and row["label"] == "fp32":
+            continue  # the fp32 artifact is the yardstick of its own target
+        measured, detail = _measure(key, row, batch, spec, base)
+        if measured is None and detail.startswith("skip"):
+            out.append(Check(name, key, limit, None, True, detail))
+            continue
+        if measured is None:
+            raise RecipeError(f"budget {key} for {name}: {detail}")
+        if isinstance(measured, tuple):  # (estimate, lower bound): only a slowdown beyond the noise fails
+            measured, low = measured
+            passed = low <= limit
+        else:
+            passed = measured <= limit if key.startswith("max") else measured >= limit
+        out.append(Check(name, key, limit, measured, passed, detail))
+    return out
+
+
+def _latency(row: dict, batch: int) -> dict | None:
+    return next((l for l in row["metrics"]["latency"] if l["batch"] == batch), None)
+
+
+def _measure(key: str, row: dict, batch: int, spec: BudgetsSpec, base: dict | None) -> tuple[object, str]:
+    """(measured value, detail). The latency regression's value is (estimate, lower bound)."""
+    m = row["metrics"]
+    if key == "max_size":
+        return m["size_bytes"], ""
+    if key == "max_gzip_size":
+        return m["gzip_bytes"], ""
+    if key in ("max_p50_ms", "max_p90_ms", "max_p99_ms"):
+        lat = _latency(row, batch)
+        if lat is None:
+            return None, f"the report has no latency at batch {batch}"
+        return lat[key.removeprefix("max_")], f"batch {batch}"
+    if key == "min_accuracy":
+        if m.get("accuracy") is None:
+            return None, "the report has no accuracy (the recipe needs evaluation data with labels)"
+        return 100 * m["accuracy"], ""
+    if key == "max_accuracy_drop":
+        if row.get("accuracy_delta") is None:
+            return None, "the report has no accuracy against the reference model"
+        return -100 * row["accuracy_delta"], "below the PyTorch fp32 model"
+    if key == "min_cosine":
+        fid = row.get("fidelity") or {}
+        return (fid.get("cosine_mean"), "") if fid.get("cosine_mean") is not None else (None, "no fidelity data")
+    if key == "min_speedup":
+        return row.get("speedup_vs_fp32"), f"against fp32 {row['target']}, batch {batch}"
+    if key == "max_size_ratio":
+        return row.get("size_ratio_vs_fp32"), f"against fp32 {row['target']}"
+    if base is None or base.get("status") != "ok" or not base.get("metrics"):
+        return None, "skipped: no baseline for this artifact"
+    bm = base["metrics"]
+    if key == "max_size_regression":
+        return (m["size_bytes"] / bm["size_bytes"] - 1) * 100, f"baseline {human_size(bm['size_bytes'])}"
+    if key == "max_accuracy_regression":
+        if m.get("accuracy") is None or bm.get("accuracy") is None:
+            return None, "the report or the baseline has no accuracy"
+        return 100 * (bm["accuracy"] - m["accuracy"]), f"baseline {100 * bm['accuracy']:.2f}%"
+    return _latency_regression(row, base, batch, spec)
+
+
+def _latency_regression(row: dict, base: dict, batch: int, spec: BudgetsSpec) -> tuple[object, str]:
+    cur, old = _latency(row, batch), _latency(base, batch)
+    if cur is None or old is None:
+        return None, f"the report or the baseline has no latency at batch {batch}"
+    a, b = cur.get("samples_ms") or [cur["p50_ms"]], old.get("samples_ms") or [old["p50_ms"]]
+    scale, how = 1.0, "raw"
+    if spec.latency.normalize:
+        ra, rb = row["metrics"].get("reference_p50_ms"), base["metrics"].get("reference_p50_ms")
+        if ra and rb:
+            scale, how = rb / ra, f"normalised by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
+        else:
+            how = "raw: a report lacks the reference workload timing"
+    est = ratio_of_medians([x * scale for x in a], b, spec.latency.confidence, spec.latency.resamples)
+    conf = int(round(spec.latency.confidence * 100))
+    detail = (f"{how}; {conf}% interval {100 * (est.low - 1):+.1f}% .. {100 * (est.high - 1):+.1f}%, "
+              f"{len(a)} vs {len(b)} runs")
+    return (100 * (est.ratio - 1), 100 * (est.low - 1)), detail

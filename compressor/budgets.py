@@ -1,0 +1,104 @@
+"""Budgets: what a CI gate holds an artifact to. Plain data, validated strictly.
+
+Written under `budgets:` in a recipe or in a separate budgets.yaml (`version: 1` on top).
+`limits` maps an artifact selector to its limits. A selector is `TARGET/WHAT`, where
+WHAT matches an artifact's label (`int8-static`) or precision (`int8`); `*` and other
+shell wildcards work in both halves, and `*` alone selects every artifact.
+
+Units: sizes in bytes or with a unit ("300KB", "1.5MiB"); latency in milliseconds;
+accuracy in percent and accuracy drops in percentage points; regressions against a
+baseline report in percent (latency, size) or points (accuracy).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    # absolute
+    max_size: ByteSize | None = Field(None, description="bytes on disk, all files of the artifact")
+    max_gzip_size: ByteSize | None = Field(None, description="bytes after gzip")
+    max_p50_ms: float | None = Field(None, gt=0)
+    max_p90_ms: float | None = Field(None, gt=0)
+    max_p99_ms: float | None = Field(None, gt=0)
+    min_accuracy: float | None = Field(None, ge=0, le=100, description="percent")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100, description="points below the PyTorch fp32 model")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="mean output cosine against the reference")
+    # relative to the fp32 artifact of the same target, same run
+    min_speedup: float | None = Field(None, gt=0)
+    max_size_ratio: float | None = Field(None, gt=0)
+    # against a baseline report
+    max_latency_regression: float | None = Field(None, ge=0, description="percent slower than the baseline")
+    max_size_regression: float | None = Field(None, ge=0, description="percent larger than the baseline")
+    max_accuracy_regression: float | None = Field(None, ge=0, description="points below the baseline")
+
+    def given(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.model_dump().items() if v is not None}
+
+
+class LatencyPolicy(_Strict):
+    batch: int | None = Field(None, ge=1, description="batch size the latency budgets apply to (default: the first)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the bootstrap interval for baseline comparisons")
+    normalize: bool = Field(True, description="divide by the reference workload timed in the same run, so a "
+                                             "slower or faster runner does not move the comparison")
+    resamples: int = Field(2000, ge=200)
+
+
+class BudgetsSpec(_Strict):
+    baseline: Path | None = Field(None, description="baseline report.json for regression limits")
+    latency: LatencyPolicy = LatencyPolicy()
+    limits: dict[str, Limits] = Field(min_length=1)
+
+    @field_validator("limits")
+    @classmethod
+    def _selectors(cls, v: dict[str, Limits]) -> dict[str, Limits]:
+        for sel in v:
+            if sel != "*" and sel.count("/") != 1:
+                raise ValueError(f"selector {sel!r}: use TARGET/LABEL-OR-PRECISION (e.g. 'onnx/int8', "
+                                 "'onnx/*', '*/int8') or '*'")
+        return v
+
+    def needs_baseline(self) -> bool:
+        return any(k.startswith("max_") and k.endswith("_regression") for lim in self.limits.values()
+                   for k in lim.given())
+
+
+class BudgetsFile(BudgetsSpec):
+    version: Literal[1]
+
+
+def selects(selector: str, target: str, label: str, precision: str) -> bool:
+    if selector == "*":
+        return True
+    t, what = selector.split("/", 1)
+    return fnmatch.fnmatchcase(target, t) and (fnmatch.fnmatchcase(label, what) or
+                                               fnmatch.fnmatchcase(precision, what))
+
+
+def is_exact(selector: str) -> bool:
+    """A selector without wildcards names one artifact, which must then be in the report."""
+    return not any(c in selector for c in "*?[")
+
+
+def load_budgets(path: Path) -> BudgetsFile:
+    from compressor.errors import RecipeError
+    from compressor.recipe import read_yaml, validate_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"budgets {path}: no such file")
+    data, root = read_yaml(path.read_text(encoding="utf-8"), str(path),
+                           "a budgets file is a YAML mapping with 'version: 1' and 'limits'")
+    spec = validate_yaml(BudgetsFile, data, root, str(path))
+    if spec.baseline is not None and not spec.baseline.is_absolute():
+        spec = spec.model_copy(update={"baseline": path.parent / spec.baseline})
+    return spec
