@@ -21,12 +21,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _scatter_svg(names: list[str], xs: list[float], ys: list[float], xlabel: str, title: str) -> str:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display, no GUI toolkit
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    _pyplot().close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG sits inside HTML
+
+
+def scatter_figure(names: list[str], xs: list[float], ys: list[float], xlabel: str, title: str):
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     front = pareto_front(list(zip(xs, ys)))
     others = [i for i in range(len(xs)) if i not in front]
@@ -38,21 +51,14 @@ def _scatter_svg(names: list[str], xs: list[float], ys: list[float], xlabel: str
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
+    ax.margins(x=0.2, y=0.15)  # room for the labels
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG sits inside HTML
+    return fig
 
 
-def _bars_svg(title: str, values: dict[str, float], xlabel: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def bars_figure(title: str, values: dict[str, float], xlabel: str):
+    plt = _pyplot()
     items = sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:40]
     fig, ax = plt.subplots(figsize=(6.4, 0.25 * len(items) + 1.2), dpi=100)
     ax.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#1c7ed6")
@@ -60,11 +66,7 @@ def _bars_svg(title: str, values: dict[str, float], xlabel: str) -> str:
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg"):]
+    return fig
 
 
 def render(report: dict) -> str:
@@ -77,12 +79,13 @@ def render(report: dict) -> str:
         acc = [100 * r["metrics"]["accuracy"] for r in ok]
         p50 = [next(l["p50_ms"] for l in r["metrics"]["latency"] if l["batch"] == batch) for r in ok]
         size = [r["metrics"]["size_bytes"] / 1e6 for r in ok]
-        plots.append(_scatter_svg(names, p50, acc, f"p50 latency (ms, batch {batch})", "Latency against accuracy"))
-        plots.append(_scatter_svg(names, size, acc, "size on disk (MB)", "Size against accuracy"))
+        plots.append(_svg(scatter_figure(names, p50, acc, f"p50 latency (ms, batch {batch})",
+                                         "Latency against accuracy")))
+        plots.append(_svg(scatter_figure(names, size, acc, "size on disk (MB)", "Size against accuracy")))
     # Per-layer views from steps that produce them (sensitivity, sparsity): {title: {layer: value}}.
     for title, values in (report.get("per_layer") or {}).items():
         if values:
-            plots.append(_bars_svg(title, values, title))
+            plots.append(_svg(bars_figure(title, values, title)))
     table = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     cpu = report["machine"]["cpu"]
