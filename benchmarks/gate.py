@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.metrics import Latency
 from benchmarks.report import SCHEMA, SCHEMA_VERSION, human_size
 from benchmarks.stats import ratio_of_medians
 from compressor.budgets import BudgetsSpec, Limits, is_exact, selects
@@ -183,14 +184,17 @@ def _latency_regression(row: dict, base: dict, batch: int, spec: BudgetsSpec) ->
     if cur is None or old is None:
         return None, f"the report or the baseline has no latency at batch {batch}"
     a, b = cur.get("samples_ms") or [cur["p50_ms"]], old.get("samples_ms") or [old["p50_ms"]]
-    scale, how = 1.0, "raw"
+    how = "raw"
     if spec.latency.normalize:
+        na, nb = Latency(**cur).normalized(), Latency(**old).normalized()
         ra, rb = row["metrics"].get("reference_p50_ms"), base["metrics"].get("reference_p50_ms")
-        if ra and rb:
-            scale, how = rb / ra, f"normalised by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
+        if na and nb:  # each block of runs over the reference workload timed right after it
+            a, b, how = na, nb, f"normalised per block by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
+        elif ra and rb:
+            a, how = [x * rb / ra for x in a], f"normalised by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
         else:
             how = "raw: a report lacks the reference workload timing"
-    est = ratio_of_medians([x * scale for x in a], b, spec.latency.confidence, spec.latency.resamples)
+    est = ratio_of_medians(a, b, spec.latency.confidence, spec.latency.resamples)
     conf = int(round(spec.latency.confidence * 100))
     detail = (f"{how}; {conf}% interval {100 * (est.low - 1):+.1f}% .. {100 * (est.high - 1):+.1f}%, "
               f"{len(a)} vs {len(b)} runs")

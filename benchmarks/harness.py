@@ -25,6 +25,7 @@ from compressor import errors
 from compressor.errors import CompressorError
 
 ACCURACY_BATCH = 64
+BLOCKS = 10  # timed runs come in this many blocks, each followed by the reference workload
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ def run_job(job: dict) -> dict:
     target.check_file(path)
     files = [path, *target.companion_files(path)]
     baseline_rss = _rss_mb()
+    if cfg.reference:  # the reference's runtime would otherwise count in the artifact's memory
+        import onnxruntime  # noqa: F401
+        baseline_rss = _rss_mb()
 
     t0 = time.perf_counter()
     session = target.open_session(path, Device.parse(cfg.device), cfg.threads)
@@ -91,6 +95,11 @@ def run_job(job: dict) -> dict:
                                      f"{[s.name for s in session.inputs]}")
 
     eval_inputs, labels = _load_eval(job.get("eval_data"), session)
+    reference = None
+    if cfg.reference:
+        from benchmarks.reference import ReferenceWorkload
+
+        reference = ReferenceWorkload(cfg.threads)
     latencies, first_ms = [], None
     for batch in cfg.batch_sizes:
         feeds = _feeds(session, batch, cfg.shapes, eval_inputs)
@@ -98,18 +107,15 @@ def run_job(job: dict) -> dict:
             t = time.perf_counter()
             session.run(feeds)
             first_ms = (time.perf_counter() - t) * 1e3
-        latencies.append(_time(session, feeds, cfg, batch))
+        latencies.append(_time(session, feeds, cfg, batch, reference))
 
     accuracy = None
     if eval_inputs is not None and labels is not None:
         outputs = run_batched(session, eval_inputs, ACCURACY_BATCH)
         accuracy = float((outputs[0].reshape(len(labels), -1).argmax(-1) == labels).mean())
-    peak_rss = _peak_rss_mb() if cfg.isolate else None  # before the reference workload adds its own
-    reference_ms = None
-    if cfg.reference:
-        from benchmarks.reference import time_reference
-
-        reference_ms = time_reference(cfg.threads)
+    peak_rss = _peak_rss_mb() if cfg.isolate else None
+    ref_all = [r for lat in latencies for r in lat.ref_blocks_ms]
+    reference_ms = float(np.median(ref_all)) if ref_all else None
 
     return Metrics(
         path=str(path), target=target.name, runtime=session.runtime, provider=session.provider,
@@ -129,19 +135,26 @@ def refuse_untrusted(target, path: Path, trust: bool) -> None:
                                    "it. Pass --trust if you made it or trust its author")
 
 
-def _time(session, feeds: dict[str, np.ndarray], cfg: BenchConfig, batch: int) -> Latency:
+def _time(session, feeds: dict[str, np.ndarray], cfg: BenchConfig, batch: int, reference=None) -> Latency:
     # Warm up by count and by time: caches, thread pools and lazy kernel selection settle.
     n, start = 0, time.perf_counter()
     while n < cfg.warmup or time.perf_counter() - start < cfg.warmup_s:
         session.run(feeds)
         n += 1
+    # Timed runs in blocks; with a reference workload, it is timed after every block so
+    # that each block can be normalised by what the machine was doing at that moment.
+    block = max(1, -(-cfg.runs // BLOCKS))
     samples: list[float] = []
+    ref_blocks: list[float] = []
     start = time.perf_counter()
     while len(samples) < cfg.runs or time.perf_counter() - start < cfg.min_time_s:
-        t = time.perf_counter()
-        session.run(feeds)
-        samples.append(time.perf_counter() - t)
-    return Latency.from_samples(batch, samples, keep=cfg.keep_samples)
+        for _ in range(block):
+            t = time.perf_counter()
+            session.run(feeds)
+            samples.append(time.perf_counter() - t)
+        if reference is not None:
+            ref_blocks.append(reference.block_ms())
+    return Latency.from_samples(batch, samples, keep=cfg.keep_samples, block=block, ref_blocks_ms=ref_blocks)
 
 
 def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],

@@ -21,9 +21,12 @@ class Latency:
     cv: float                 # std / mean: above ~0.1 the machine was noisy
     throughput: float         # samples per second at the median
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    block: int = 0            # runs per timing block
+    ref_blocks_ms: list[float] = field(default_factory=list, repr=False)  # reference workload after each block
 
     @classmethod
-    def from_samples(cls, batch: int, seconds: list[float], keep: bool = True) -> "Latency":
+    def from_samples(cls, batch: int, seconds: list[float], keep: bool = True, block: int = 0,
+                     ref_blocks_ms: list[float] | None = None) -> "Latency":
         ms = np.asarray(seconds, dtype=np.float64) * 1e3
         mean = float(ms.mean())
         p50 = float(np.percentile(ms, 50))
@@ -31,7 +34,15 @@ class Latency:
                    p99_ms=float(np.percentile(ms, 99)), mean_ms=mean, std_ms=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
                    min_ms=float(ms.min()), cv=float(ms.std(ddof=1) / mean) if len(ms) > 1 and mean > 0 else 0.0,
                    throughput=batch * 1e3 / p50 if p50 > 0 else float("inf"),
-                   samples_ms=[round(float(x), 4) for x in ms] if keep else [])
+                   samples_ms=[round(float(x), 4) for x in ms] if keep else [], block=block,
+                   ref_blocks_ms=[round(float(x), 4) for x in (ref_blocks_ms or [])])
+
+    def normalized(self) -> list[float] | None:
+        """Each run divided by the reference workload's median in its block."""
+        if not self.samples_ms or not self.ref_blocks_ms or not self.block:
+            return None
+        return [x / self.ref_blocks_ms[min(i // self.block, len(self.ref_blocks_ms) - 1)]
+                for i, x in enumerate(self.samples_ms)]
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""A fixed reference workload, timed next to every artifact.
+"""A fixed reference workload, timed in blocks between the artifact's own timed runs.
 
 CI runners differ in speed from each other and from the machine that measured the
-baseline. Dividing an artifact's latency by this workload's latency, timed in the same
-process with the same thread count, cancels most of that difference (the gate's
-`normalize` option). The workload is a small convolutional network with fixed weights,
-run by ONNX Runtime: compute-bound like the models we measure, and always installed.
+baseline, and a shared machine slows down and speeds up while it measures. Dividing
+each block of an artifact's runs by the reference workload's median in the same block
+(same process, same thread count, moments apart) cancels most of both; the gate's
+`normalize` option compares these normalised runs. The workload is a small
+convolutional network with fixed weights run by ONNX Runtime: compute-bound like the
+models we measure, and always installed.
 """
 
 from __future__ import annotations
@@ -15,21 +17,20 @@ from functools import lru_cache
 import numpy as np
 
 SHAPE = (1, 48, 28, 28)
+LAYERS = 3
 
 
 @lru_cache(maxsize=1)
 def _model_bytes() -> bytes:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1234)
-    nodes, inits = [], []
-    x = "x"
-    for i in range(3):
-        w = (rng.standard_normal((48, 48, 3, 3)) * 0.04).astype(np.float32)
+    nodes, inits, x = [], [], "x"
+    for i in range(LAYERS):
+        w = (rng.standard_normal((SHAPE[1], SHAPE[1], 3, 3)) * 0.04).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        nodes += [helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
         x = f"r{i}"
     graph = helper.make_graph(nodes, "reference", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, SHAPE)], inits)
@@ -38,21 +39,34 @@ def _model_bytes() -> bytes:
     return model.SerializeToString()
 
 
-def time_reference(threads: int, runs: int = 30, warmup: int = 5) -> float:
-    """Median milliseconds of one run of the reference workload."""
-    import onnxruntime as ort
+class ReferenceWorkload:
+    def __init__(self, threads: int, warmup: int = 5) -> None:
+        import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(_model_bytes(), so, providers=["CPUExecutionProvider"])
-    feed = {"x": np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        samples.append(time.perf_counter() - t)
-    return float(np.median(samples) * 1e3)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        # Its idle threads must not spin against the artifact's runs in between.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._sess = ort.InferenceSession(_model_bytes(), so, providers=["CPUExecutionProvider"])
+        self._feed = {"x": np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)}
+        for _ in range(warmup):
+            self._sess.run(None, self._feed)
+
+    def block_ms(self, runs: int = 5) -> float:
+        """Median milliseconds over `runs`, after one untimed run (the artifact's thread
+        pool may still be spinning down)."""
+        self._sess.run(None, self._feed)
+        samples = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self._sess.run(None, self._feed)
+            samples.append(time.perf_counter() - t)
+        return float(np.median(samples) * 1e3)
+
+
+def time_reference(threads: int, blocks: int = 6) -> float:
+    """Median milliseconds of the reference workload on its own."""
+    ref = ReferenceWorkload(threads)
+    return float(np.median([ref.block_ms() for _ in range(blocks)]))

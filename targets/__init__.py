@@ -60,8 +60,9 @@ def _register_builtin() -> None:
     import importlib.util
 
     for module_name, cls_name in BUILTIN:
-        if importlib.util.find_spec(module_name) is None:
-            continue  # a target still being built in this checkout
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or spec.origin in (None, "namespace"):
+            continue  # not in this checkout, or a folder without its __init__ yet
         register(getattr(importlib.import_module(module_name), cls_name)())
 
 
