@@ -61,9 +61,13 @@ def test_recipe_typo_prints_no_traceback_in_a_real_process(tmp_path, write_recip
 
 
 def test_unknown_target_lists_known_targets(tmp_path, capsys, write_recipe):
-    path = write_recipe(recipe_text(DIGITS_MODEL, "targets: [onnx, tflite]\n"))
+    import targets
+
+    path = write_recipe(recipe_text(DIGITS_MODEL, "targets: [onnx, onxx]\n"))
     code, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "run"))
-    assert code == 2 and "unknown target 'tflite'; known targets: onnx" in assert_one_line(err)
+    line = assert_one_line(err)
+    assert code == 2 and "unknown target 'onxx'; did you mean 'onnx'?; known targets: " in line
+    assert line.endswith(", ".join(targets.names()))
 
 
 def test_missing_recipe_file(tmp_path, capsys):
