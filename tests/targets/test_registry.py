@@ -8,19 +8,19 @@ from targets.onnx import OnnxTarget
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(RecipeError, match=r"unknown target 'tflit'; known targets: onnx"):
+    with pytest.raises(RecipeError, match=r"unknown target 'tflit'; known targets: (\w+, )*onnx\b"):
         targets.get("tflit")
 
 
 def test_registering_a_name_twice_raises():
     with pytest.raises(ValueError, match="'onnx' is already registered"):
         targets.register(OnnxTarget())
-    assert targets.names() == ["onnx"]
+    assert targets.names().count("onnx") == 1  # still registered once; other built-in targets may follow
 
 
 def test_for_file_picks_the_target_by_suffix_and_refuses_unknown_ones():
     assert targets.for_file(Path("m.onnx")).name == "onnx"
-    with pytest.raises(ArtifactError, match=r"unknown artifact type; the benchmark loads \.onnx"):
+    with pytest.raises(ArtifactError, match=r"unknown artifact type; the benchmark loads .*\.onnx\b"):
         targets.for_file(Path("m.tflite.bin"))
 
 

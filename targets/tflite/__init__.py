@@ -1,0 +1,79 @@
+"""The TFLite target: litert-torch converts PyTorch straight to .tflite (no ONNX detour);
+ai-edge-quantizer lowers fp16 and dynamic int8 from the fp32 file; litert-torch's PT2E
+quantizer gives full-integer int8 from the recipe's calibration data; ai-edge-litert
+(or tflite-runtime on old devices) runs the result with XNNPACK.
+
+Keras / SavedModel sources go through TensorFlow's TFLiteConverter: targets.tflite.keras.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from compressor.fsutil import publish, staging_dir
+from targets.base import Artifact, Device, Target, TargetOptions
+
+if TYPE_CHECKING:
+    from compressor.data import Dataset
+    from compressor.model import Model
+    from compressor.recipe import QuantVariant
+
+
+class TFLiteOptions(TargetOptions):
+    io: Literal["float", "int8"] = Field(
+        "float", description="full-integer int8: float input/output (quantized inside the model) or int8 "
+        "(the caller quantizes with the tensor's scale and zero point)")
+    channels_last: bool = Field(False, description="NHWC inputs and outputs for 4-D tensors (litert-torch's "
+                                "to_channel_last_io); the model's declared NCHW shapes are transposed")
+    compact: bool = Field(True, description="shorten generated tensor names, share identical constants and "
+                          "zero points (exact: outputs are bit-identical)")
+    signature: str | None = Field(None, description="signature run by the benchmark and validation; "
+                                  "default: the model's first")
+
+
+class TFLiteTarget(Target):
+    name = "tflite"
+    suffixes = (".tflite",)
+    options_model = TFLiteOptions
+    modes = ("static", "dynamic", "fp16")
+
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+               calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
+        from targets.tflite import convert, runtime
+
+        opts = TFLiteOptions.model_validate(options)
+        final = Path(f"{out}.tflite")
+        with staging_dir(final.parent, final.name) as work:
+            staged = work / final.name
+            if variant is None:
+                meta = convert.export_fp32(model, staged, opts.channels_last)
+            elif variant.mode == "static":
+                meta = convert.export_full_integer(model, variant, staged, calibration, opts.channels_last,
+                                                   opts.io, fp32_works=base is not None)
+            else:
+                if base is None:
+                    raise ValueError("the TFLite fp16 and dynamic lowerings start from the fp32 artifact")
+                from targets.tflite.lower import lower_from_fp32
+
+                meta = {**{k: base.meta[k] for k in ("output_names", "input_names", "channels_last")
+                           if k in base.meta}, **lower_from_fp32(base.path, staged, variant)}
+            if opts.compact:
+                meta["compacted"] = convert.compact_file(staged)
+            runtime.check_tflite_file(staged)
+            meta["op_types"] = runtime.op_histogram(staged)
+            publish({staged: final})
+        return Artifact(target=self.name, label=variant.label if variant else "fp32",
+                        precision=variant.precision if variant else "fp32", path=final, meta=meta)
+
+    def check_file(self, path: Path) -> None:
+        from targets.tflite.runtime import check_tflite_file
+
+        check_tflite_file(path)
+
+    def open_session(self, path: Path, device: Device, threads: int, signature: str | None = None):
+        from targets.tflite.runtime import LiteSession
+
+        return LiteSession(path, device, threads, signature=signature)

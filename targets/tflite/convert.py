@@ -1,0 +1,201 @@
+"""PyTorch -> .tflite with litert-torch: fp32, and full-integer int8 through litert-torch's
+PT2E quantizer (symmetric, per-channel weights) calibrated on the recipe's data."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from compressor.errors import ExportError, UnsupportedOpError
+
+# Where the operator that could not be lowered shows up in litert-torch's error text.
+_OP_PATTERNS = (
+    re.compile(r"(?:lowering|lower|implementation|registered)[^\n]*?\b(aten\.\w+(?:\.\w+)?)", re.IGNORECASE),
+    re.compile(r"OpOverload\(op='([\w.]+)'"),
+    re.compile(r"\b(aten[.:]+\w+)"),
+    re.compile(r"'(tfl\.\w+|stablehlo\.\w+|mhlo\.\w+)' op"),
+)
+
+
+def export_fp32(model, path: Path, channels_last: bool) -> dict:
+    import torch
+
+    module, args = _prepared(model, channels_last)
+    with _quiet():
+        try:
+            edge = _litert().convert(module, args)
+        except Exception as e:  # litert-torch raises a zoo of types; classify by text
+            raise _classify(e, "fp32", model) from None
+        edge.export(str(path))
+    meta = _rename_io(path, model)
+    return {**meta, "converter": f"litert-torch {_version('litert-torch')} (torch {torch.__version__})",
+            "channels_last": channels_last}
+
+
+def export_full_integer(model, variant, path: Path, calibration, channels_last: bool, io_type: str,
+                        fp32_works: bool) -> dict:
+    """int8 weights and activations. litert-torch gives int8 input/output; with io 'float'
+    a QUANTIZE/DEQUANTIZE pair inside the model keeps the fp32 artifact's interface."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from targets.tflite import flatbuf
+
+    if calibration is None or not len(calibration):
+        raise ExportError("full-integer int8 TFLite needs calibration data; add data.calibration to the recipe")
+    module, args = _prepared(model, channels_last)
+    quantizer = PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False))
+    for name in variant.exclude:  # layers the recipe keeps in float
+        quantizer.set_module_name(name, None)
+    with _quiet():
+        try:
+            prepared = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+            samples = _calibrate(prepared, model, calibration, variant.calibration_samples, channels_last)
+            converted = convert_pt2e(prepared, fold_quantize=False)
+            edge = _litert().convert(converted, args, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        except Exception as e:
+            raise _classify(e, "full-integer int8", model, fp32_works) from None
+        edge.export(str(path))
+    meta = _rename_io(path, model)
+    wrapped = 0
+    if io_type == "float":
+        m = flatbuf.read(path)
+        wrapped = flatbuf.float_io(m)
+        flatbuf.write(m, path)
+    return {**meta, "engine": "litert-torch PT2EQuantizer (symmetric int8, "
+            f"{'per-channel' if variant.per_channel else 'per-tensor'} weights)",
+            # PT2E's observers record min and max; percentile and entropy are ONNX Runtime calibrators.
+            "calibration": "minmax", "calibration_samples": samples, "io": io_type,
+            "float_io_tensors": wrapped, "channels_last": channels_last}
+
+
+def _calibrate(prepared, model, calibration, limit: int, channels_last: bool) -> int:
+    import torch
+
+    n = min(limit, len(calibration))
+    batch = model.inputs[0].shape[0]  # the program is exported at the declared (static) batch
+    with torch.no_grad():
+        for start in range(0, n - batch + 1, batch):
+            xs = [torch.from_numpy(np.ascontiguousarray(calibration.inputs[s.name][start:start + batch]))
+                  for s in model.inputs]
+            prepared(*[_nhwc(x) if channels_last and x.ndim == 4 else x for x in xs])
+    return n - n % batch
+
+
+def compact_file(path: Path) -> dict:
+    from targets.tflite import flatbuf
+
+    before = path.stat().st_size
+    m = flatbuf.read(path)
+    stats = flatbuf.compact(m)
+    after = flatbuf.write(m, path)
+    return {**stats, "bytes_saved": before - after}
+
+
+def _prepared(model, channels_last: bool):
+    """The module and example args litert-torch traces; NHWC wraps 4-D inputs and outputs."""
+    args = model.example_inputs()
+    module = model.module.eval()
+    if not channels_last:
+        return module, args
+    four_d = [i for i, a in enumerate(args) if a.ndim == 4]
+    outs = model.run({s.name: a.numpy() for s, a in zip(model.inputs, args)})
+    out_4d = [i for i, o in enumerate(outs) if o.ndim == 4]
+    wrapped = _litert().to_channel_last_io(module, args=four_d, outputs=out_4d)
+    return wrapped, tuple(_nhwc(a) if i in four_d else a for i, a in enumerate(args))
+
+
+def _nhwc(x):
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _rename_io(path: Path, model) -> dict:
+    """Give the signature the recipe's input and output names (litert-torch writes
+    args_N / output_N), so that feeds and reports use the same names as the other targets."""
+    from targets.tflite import flatbuf
+
+    m = flatbuf.read(path)
+    outs = model.output_names or _default_output_names(model)
+    for sig in m.signatureDefs or []:
+        for tmap, names in ((sig.inputs, model.input_names), (sig.outputs, outs)):
+            for t in tmap:
+                k = re.search(r"(\d+)$", (t.name or b"").decode())
+                if k and int(k.group(1)) < len(names):
+                    t.name = names[int(k.group(1))].encode()
+        for t in sig.inputs + sig.outputs:
+            m.subgraphs[sig.subgraphIndex].tensors[t.tensorIndex].name = t.name
+    flatbuf.write(m, path)
+    return {"input_names": list(model.input_names), "output_names": list(outs)}
+
+
+def _default_output_names(model) -> list[str]:
+    outs = model.run({s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs())})
+    return ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+
+
+def _classify(e: Exception, precision: str, model, fp32_works: bool = False) -> Exception:
+    text = f"{e}\n{e.__cause__ or ''}"
+    op = next((m.group(1) for p in _OP_PATTERNS if (m := p.search(text))), None)
+    if op is None:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        return ExportError(f"TFLite {precision} conversion failed: {first[:300]}")
+    if fp32_works:
+        works = "the fp32, fp16 and dynamic int8 TFLite artifacts of this model convert"
+    else:
+        works = _other_target_that_works(model)
+    return UnsupportedOpError(f"TFLite {precision} conversion failed: operator {op!r} has no LiteRT lowering; "
+                              f"{works}; or replace the operator in the model")
+
+
+def _other_target_that_works(model) -> str:
+    """Name a target that does export this model, by trying it (ONNX, into a scratch dir)."""
+    import tempfile
+
+    import targets
+    from compressor.errors import CompressorError
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="tflite-fallback-") as d:
+            targets.get("onnx").export(model, None, Path(d) / "probe", {}, None)
+        return "the onnx target exports this model (targets: {onnx: {}})"
+    except (CompressorError, Exception):
+        return "no other precision of this target converts it either"
+
+
+def _litert():
+    with _quiet():
+        import litert_torch
+    return litert_torch
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """litert-torch prints progress lines and absl logs; keep the CLI's output to our own."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logging.root.setLevel(level)

@@ -1,0 +1,146 @@
+"""Keras (.keras / .h5) and SavedModel sources -> .tflite with TensorFlow's TFLiteConverter,
+in the same four precisions as the PyTorch path, validated against the source's own outputs.
+
+TensorFlow is imported only here, and only when a function of this module is called.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+from compressor.errors import ExportError, ModelLoadError, UnsupportedOpError
+from compressor.fsutil import publish, staging_dir
+from targets.base import Artifact
+
+
+def tensorflow():
+    """Import TensorFlow. Triton (pulled in by torch.compile/torch.export) segfaults when it
+    loads after TensorFlow's LLVM, so where it is installed it loads first."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+    import tensorflow as tf
+
+    return tf
+
+
+def load_keras(source: Path):
+    """A Keras model from .keras/.h5, or a callable SavedModel from its directory."""
+    tf = tensorflow()
+    source = Path(source)
+    if not source.exists():
+        raise ModelLoadError(f"keras model {source}: no such file or directory")
+    try:
+        if source.is_dir():
+            return tf.saved_model.load(str(source))
+        return tf.keras.models.load_model(str(source), compile=False)
+    except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ModelLoadError(f"keras model {source}: cannot load it ({first[:300]})") from None
+
+
+def convert_keras(source: Path, variant, out: Path, calibration: dict[str, np.ndarray] | None = None,
+                  io: str = "float") -> Artifact:
+    """Convert `source` (a .keras/.h5 file or a SavedModel directory) to `out`.tflite.
+    `variant` is a QuantVariant or None (fp32); `calibration` maps input names (or a single
+    array for one input) to samples, and feeds the representative dataset of static int8."""
+    tf = tensorflow()
+    source, final = Path(source), Path(f"{out}.tflite")
+    with staging_dir(final.parent, final.name) as work:
+        if source.is_dir():
+            saved = source
+        else:  # Keras 3 models convert through an exported SavedModel (the TF converter's own path)
+            saved = work / "saved_model"
+            load_keras(source).export(str(saved), verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        mode = None if variant is None else variant.mode
+        if mode is not None:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "fp16":
+            conv.target_spec.supported_types = [tf.float16]
+        elif mode == "static":
+            conv.representative_dataset = _representative(tf, saved, calibration, variant.calibration_samples)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io == "int8":
+                conv.inference_input_type = conv.inference_output_type = tf.int8
+        try:
+            flat = conv.convert()
+        except Exception as e:
+            raise _classify(e, mode or "fp32") from None
+        staged = work / final.name
+        staged.write_bytes(flat)
+        from targets.tflite.runtime import check_tflite_file
+
+        check_tflite_file(staged)
+        publish({staged: final})
+    label = variant.label if variant else "fp32"
+    return Artifact(target="tflite", label=label, precision=variant.precision if variant else "fp32", path=final,
+                    meta={"converter": f"TFLiteConverter (tensorflow {tf.__version__})", "source": str(source),
+                          "io": io if mode == "static" else "float"})
+
+
+def _representative(tf, saved: Path, calibration, limit: int):
+    if calibration is None:
+        raise ExportError("full-integer int8 TFLite needs calibration data (a representative dataset)")
+    sig = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    names = [k for k in sig.structured_input_signature[1]]
+    arrays = calibration if isinstance(calibration, dict) else {names[0]: np.asarray(calibration)}
+    if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise ExportError(f"calibration data has no arrays for inputs {missing} (it gives {sorted(arrays)})")
+    n = min(limit, min(len(a) for a in arrays.values()))
+
+    def gen():
+        for i in range(n):
+            yield {k: np.asarray(arrays[k][i:i + 1], dtype=np.float32) for k in names}
+
+    return gen
+
+
+def _classify(e: Exception, precision: str) -> Exception:
+    import re
+
+    text = str(e)
+    m = re.search(r"'(tf\.\w+|tfl\.\w+)' op", text) or re.search(r"ops? (?:are|is) not supported[^:]*:\s*(\S+)", text)
+    if m:
+        works = ("fp32 and fp16 keep float kernels that do support it" if precision == "static"
+                 else "enable select TF ops (tf.lite.OpsSet.SELECT_TF_OPS) or replace it")
+        return UnsupportedOpError(f"TFLite {precision} conversion failed: operator {m.group(1).strip(',')!r} "
+                                  f"cannot be lowered; {works}")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    return ExportError(f"TFLite {precision} conversion failed: {first[:300]}")
+
+
+def keras_outputs(model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The Keras model's (or SavedModel's serving signature's) own outputs, as float arrays."""
+    if hasattr(model, "predict"):
+        arrays = list(inputs.values())
+        out = model.predict(arrays[0] if len(arrays) == 1 else inputs, verbose=0)
+    else:
+        out = model.signatures["serving_default"](**{k: v for k, v in inputs.items()})
+    if isinstance(out, dict):
+        return [np.asarray(out[k], dtype=np.float32) for k in sorted(out)]
+    if isinstance(out, (list, tuple)):
+        return [np.asarray(o, dtype=np.float32) for o in out]
+    return [np.asarray(out, dtype=np.float32)]
+
+
+def validate_keras(artifact: Artifact, model, inputs: dict[str, np.ndarray], tolerance, threads: int = 2):
+    """Run the artifact and the Keras model on `inputs`; raise FidelityError beyond `tolerance`."""
+    from targets.base import Device, run_batched
+    from targets.tflite.runtime import LiteSession
+    from targets.validate import check, compare
+
+    session = LiteSession(artifact.path, Device(), threads)
+    feeds = inputs if len(session.inputs) > 1 else {session.inputs[0].name: next(iter(inputs.values()))}
+    got = run_batched(session, feeds, 64)
+    ref = keras_outputs(model, inputs)
+    fid = compare(ref, got, session.output_names)
+    check(fid, tolerance, artifact.name)
+    return fid

@@ -1,0 +1,55 @@
+"""fp16 weights and dynamic-range int8, lowered from the fp32 .tflite with ai-edge-quantizer.
+
+Both keep float activations, so they need no calibration and no second trip through
+torch.export: a rewrite of the fp32 flatbuffer takes a second, a PyTorch conversion tens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+from compressor.errors import ExportError, UnsupportedOpError
+
+
+def lower_from_fp32(fp32: Path, dst: Path, variant) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        from ai_edge_quantizer import quantizer, recipe_manager
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        from ai_edge_quantizer.qtyping import TFLOperationName
+
+        rp = recipe_manager.RecipeManager()
+        if variant.mode == "fp16":
+            # FLOAT_CASTING stores weights as fp16 with a DEQUANTIZE op in front of each
+            # consumer; XNNPACK folds the pair into its fp32 kernels at load time.
+            rp.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                      algorithm_key=AlgorithmName.FLOAT_CASTING)
+            engine = "ai-edge-quantizer float casting (fp16 weights, fp32 compute)"
+        elif variant.mode == "dynamic":
+            from ai_edge_quantizer import qtyping
+
+            granularity = (qtyping.QuantGranularity.CHANNELWISE if variant.per_channel
+                           else qtyping.QuantGranularity.TENSORWISE)
+            # int8 weights; the kernels quantize activations on the fly (dynamic range).
+            rp.add_dynamic_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=8,
+                                  granularity=granularity)
+            engine = "ai-edge-quantizer dynamic range (int8 weights, int8 compute on the fly)"
+        else:
+            raise ValueError(f"lower_from_fp32 handles fp16 and dynamic, not {variant.mode!r}")
+        for name in variant.exclude:
+            raise UnsupportedOpError(f"'exclude' ({name!r}) is not offered for {variant.mode} TFLite: "
+                                     "ai-edge-quantizer selects layers by TFLite tensor name; drop 'exclude'")
+        q = quantizer.Quantizer(str(fp32))
+        q.load_quantization_recipe(rp.get_quantization_recipe())
+        try:
+            result = q.quantize(enable_progress_report=False)
+        except Exception as e:
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise ExportError(f"TFLite {variant.mode} lowering failed in ai-edge-quantizer: {first[:300]}") from None
+        Path(dst).write_bytes(bytes(result.quantized_model))
+    return {"engine": engine, "from": Path(fp32).name}
