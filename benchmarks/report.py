@@ -133,11 +133,32 @@ def to_markdown(report: dict) -> str:
                     tp = _lat(m, x, "throughput")
                     cells_b.append("-" if p50 is None else f"{p50:.3f} / {tp:.0f}")
                 lines.append(f"| {r['name']} | " + " | ".join(cells_b) + " |")
+    lines += pruning_markdown(report)
     notes = [(r["name"], f"{r['status']}: {r.get('error')}") for r in report["artifacts"] if r.get("status") != "ok"]
     notes += [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- **{name}**: {n}" for name, n in notes]
     return "\n".join(lines) + "\n"
+
+
+def pruning_markdown(report: dict) -> list[str]:
+    """Before/after lines for a run with a prune step (empty otherwise)."""
+    p = report.get("pruning")
+    if not p:
+        return []
+    acc = lambda x: "-" if x is None else f"{100 * x:.2f}%"  # noqa: E731
+    lines = ["", f"Pruning ({', '.join(p['methods'])}): parameters {p['params_before']:,} -> {p['params_after']:,}, "
+             f"MACs {p['macs_before']:,} -> {p['macs_after']:,} ({p['macs_before'] / max(1, p['macs_after']):.2f}x "
+             f"fewer), weight sparsity {100 * p['sparsity']:.1f}%; PyTorch accuracy {acc(p['accuracy_dense'])} dense, "
+             f"{acc(p['accuracy_pruned'])} pruned, {acc(p['accuracy_after_finetune'])} after fine-tuning.", "",
+             "| target | dense p50 ms | pruned p50 ms | speedup | size ratio | gzip ratio | dense acc | pruned acc |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tname, c in p["before_after"].items():
+        d, q = c["dense"], c["pruned"] or {}
+        lines.append(f"| {tname} | {_fmt(d['p50_ms'], '.3f')} | {_fmt(q.get('p50_ms'), '.3f')} | "
+                     f"{_fmt(c['speedup'], '.2f', 'x')} | {_fmt(c['size_ratio'], '.3f')} | "
+                     f"{_fmt(c['gzip_ratio'], '.3f')} | {acc(d.get('accuracy'))} | {acc(q.get('accuracy'))} |")
+    return lines
 
 
 def print_table(report: dict, console=None) -> None:

@@ -97,6 +97,13 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     data = recipe.data
     calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir) if data.calibration else None
     evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
+    dense, pruned = model, []
+    if recipe.prune_steps:  # before export: every target's artifacts come from the pruned model
+        from compressor.pipeline_prune import apply_prune_steps
+
+        train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
+        model, pruned = apply_prune_steps(recipe, model, train, evaluation, show_progress)
+    # Validation compares artifacts with the model they were exported from (the pruned one).
     ref = reference_for(model, evaluation, recipe.validation.samples)
     variants: list[QuantVariant | None] = [None, *recipe.quant_variants]
     bench = BenchConfig(device=recipe.benchmark.device, threads=recipe.benchmark.threads,
@@ -164,17 +171,32 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
             progress.update(task, description=f"benchmark {row['name']}")
             row["metrics"] = measure(artifact.path, bench, eval_npz).to_json()
             progress.advance(task)
+        if pruned:
+            from compressor.pipeline_prune import measure_dense
+
+            progress.update(task, description="benchmark the dense model")
+            dense_metrics = measure_dense(recipe, dense, bench, eval_npz)
+    for row in rows if pruned else []:
+        row["notes"].extend(n for r in pruned for n in r.notes if n not in row["notes"])
 
     report = reports.build(
         name=recipe.name,
         model={"source": model.source, "parameters": model.parameter_count(),
                "inputs": [i.model_dump() for i in model.inputs]},
-        reference={"framework": "pytorch", "accuracy": ref.accuracy, "eval_samples": ref.eval_samples,
+        reference={"framework": "pytorch", "eval_samples": ref.eval_samples,
+                   # With pruning, the reference accuracy is the dense model's (deltas = what pruning cost).
+                   "accuracy": pruned[0].accuracy_before if pruned else ref.accuracy,
+                   **({"pruned_accuracy": ref.accuracy} if pruned else {}),
                    "validation_samples": len(ref.outputs[0]), "validation_on_real_data": ref.on_real_data},
         bench={**recipe.benchmark.model_dump()},
         machine=sysinfo.machine(), artifacts=rows)
     if recipe.budgets is not None:
         report["budgets"] = recipe.budgets.model_dump(mode="json")
+    if pruned:
+        from compressor.pipeline_prune import pruning_section
+
+        report["pruning"], report["per_layer"] = pruning_section(pruned, dense_metrics, rows,
+                                                                 recipe.benchmark.batch_sizes[0])
     write_json(out / "report.json", report)
     write_text(out / "report.md", reports.to_markdown(report))
     write_json(out / "manifest.json", manifest(recipe, out, rows))

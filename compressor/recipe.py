@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from compressor.budgets import BudgetsSpec
 from compressor.errors import RecipeError
+from compressor.prune.config import PruneStep
+from compressor.strict import Strict  # re-exported: step configs beside their steps share it
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InputSpec(Strict):
@@ -109,6 +107,7 @@ class Step(Strict):
     """One entry of `steps`: a mapping with a single key naming the step."""
 
     quantize: QuantizeStep | None = None
+    prune: PruneStep | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Step":
@@ -189,6 +188,10 @@ class Recipe(Strict):
     @property
     def quant_variants(self) -> list[QuantVariant]:
         return [v for s in self.steps if s.quantize for v in s.quantize.variants]
+
+    @property
+    def prune_steps(self) -> list[PruneStep]:
+        return [s.prune for s in self.steps if s.prune]
 
 
 def json_schema() -> str:

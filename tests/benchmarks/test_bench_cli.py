@@ -107,7 +107,9 @@ def test_bad_onnx_files_are_refused_before_benchmarking(mixed_dtype_model, tmp_p
 def test_unknown_file_type_lists_what_bench_loads(tmp_path, capsys):
     (tmp_path / "m.pb").write_bytes(b"x")
     assert main(["bench", str(tmp_path / "m.pb"), *FAST]) == 2
-    assert "unknown artifact type; the benchmark loads .onnx" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "m.pb: unknown artifact type; the benchmark loads " in err
+    assert ".onnx" in err.split("loads", 1)[1]
 
 
 def test_bench_measures_accuracy_with_eval_data(onnx_artifacts, digits_test, tmp_path):

@@ -54,7 +54,7 @@ def test_misspelt_target_option_suggests_the_option():
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(RecipeError, match=r"r\.yaml:8: unknown target 'tensorrt'; known targets: onnx"):
+    with pytest.raises(RecipeError, match=r"r\.yaml:8: unknown target 'tensorrt'; known targets: .*onnx"):
         parse(MINIMAL + "targets:\n  onnx: {}\n  tensorrt: {}\n")
 
 
