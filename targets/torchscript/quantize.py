@@ -1,0 +1,182 @@
+"""The TorchScript target's lowering of a quantization intent onto PyTorch's int8 CPU
+kernels: FX graph mode for static int8, eager dynamic quantization for Linear/LSTM/GRU.
+The result is an eager module of real quantized ops (quantized::conv2d_relu,
+quantized::linear, ...) that the caller traces.
+
+The graph is built with the x86 configuration (7-bit activations, symmetric per-channel
+weights), which both the 'x86' and the 'onednn' engines run. The engine chosen when the
+archive is loaded decides the kernels its weights are packed for: 'x86' sends
+convolutions with more than 100 groups (MobileNet's depthwise ones) to fbgemm, which at
+batch 1 on AVX512-VNNI CPUs is slower than oneDNN's; 'onednn' uses oneDNN for all.
+'auto' takes onednn where the CPU has VNNI, else x86. (FX's own onednn configuration,
+with Conv+Add fusion, left most convolutions in float here: 0.65x the size, 1.3x the
+speed of fp32 on ResNet-18, so it is not used.)"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from compressor.data import Dataset
+from compressor.errors import DataError, ExportError, RecipeError
+from compressor.recipe import QuantVariant
+from targets.torch_archive import first_line
+
+CALIB_BATCH = 16
+
+
+def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
+                calibration: Dataset | None) -> tuple[nn.Module, dict]:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if calibration is None or len(calibration) == 0:
+        raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
+                        "to the recipe")
+    torch.backends.quantized.engine = "x86"
+    float_model = copy.deepcopy(module).eval()
+    _check_exclude(float_model, v.exclude)
+    relu6 = _relu6_after_conv(float_model)
+    mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
+    for name in v.exclude:
+        mapping.set_module_name(name, None)
+    try:
+        prepared = prepare_fx(float_model, mapping, example)
+    except Exception as e:  # torch.fx raises TraceError, TypeError, RuntimeError, ...
+        raise ExportError(f"TorchScript static int8 ({v.label}) failed: torch.fx cannot prepare the model "
+                          f"({type(e).__name__}: {first_line(e)}); FX graph mode needs a model it can trace "
+                          "symbolically (no branching on tensor values); dynamic int8 does not") from None
+    _clamp_observers(prepared, relu6)
+    data = calibration.take(v.calibration_samples)
+    with torch.no_grad():
+        for batch in data.batches(CALIB_BATCH):
+            prepared(*(torch.from_numpy(batch[n]) for n in names))
+    try:
+        quantized = convert_fx(prepared)
+    except Exception as e:
+        raise ExportError(f"TorchScript static int8 ({v.label}) failed in convert_fx: {first_line(e)}") from None
+    return quantized, {
+        "engine": "torch.ao FX graph mode, x86 configuration",
+        "activations": ("uint8 " + ("symmetric" if v.symmetric_activations else "asymmetric") +
+                        ", 7-bit range (reduce_range: no int16 saturation on CPUs without VNNI)"),
+        "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
+        "calibration": v.calibration, "observer": _observer(v).__name__, "calibration_samples": len(data),
+        "relu6_fused": len(relu6), "excluded": list(v.exclude),
+    }
+
+
+def _observer(v: QuantVariant):
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
+
+    # minmax keeps the whole observed range. percentile and entropy both mean "clip the
+    # rare tails"; PyTorch's answer is HistogramObserver, which picks the clipping range
+    # that minimises the L2 quantization error over a 2048-bin histogram.
+    return MinMaxObserver if v.calibration == "minmax" else HistogramObserver
+
+
+def _qconfig(v: QuantVariant):
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import default_per_channel_weight_observer, default_weight_observer
+
+    scheme = torch.per_tensor_symmetric if v.symmetric_activations else torch.per_tensor_affine
+    # reduce_range: 7-bit activations, so that u8*s8 pairwise sums (AVX2/AVX512 without
+    # VNNI) cannot saturate int16 wherever the archive is loaded.
+    act = _observer(v).with_args(reduce_range=True, qscheme=scheme)
+    return QConfig(activation=act, weight=default_per_channel_weight_observer if v.per_channel
+                   else default_weight_observer)
+
+
+def _check_exclude(module: nn.Module, exclude: list[str]) -> None:
+    known = dict(module.named_modules())
+    unknown = [n for n in exclude if n not in known]
+    if unknown:
+        some = [n for n in known if n][:6]
+        raise RecipeError(f"exclude names {unknown}, which the model does not have; TorchScript excludes "
+                          f"module names such as {some}")
+
+
+def _relu6_after_conv(module: nn.Module) -> list[str]:
+    """Turn each nn.ReLU6 that directly follows a Conv2d (or its BatchNorm2d) into
+    nn.ReLU, so that FX fuses it into the convolution; return the names of those convs.
+
+    Int8 ReLU6 as a separate op (hardtanh on a quantized tensor plus a copy) is half of
+    MobileNetV2's int8 run time. Fused, the convolution's output observer is clamped at
+    6 (`_clamp_observers`), so the quantized range ends at 6 and saturation does ReLU6's
+    job exactly; calibration sees the clamped values too.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception:
+        return []  # prepare_fx will report why the model does not trace
+    mods = dict(module.named_modules())
+    convs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not _is_relu6(mods.get(node.target)):
+            continue
+        src = node.args[0] if node.args else None
+        if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
+            continue
+        if isinstance(mods.get(src.target), nn.BatchNorm2d) and src.args:
+            bn_src = src.args[0]
+            if isinstance(bn_src, torch.fx.Node) and len(bn_src.users) == 1:
+                src = bn_src
+        if bn_or_conv := mods.get(src.target):
+            if isinstance(bn_or_conv, nn.Conv2d):
+                parent, _, leaf = node.target.rpartition(".")
+                setattr(module.get_submodule(parent) if parent else module, leaf, nn.ReLU(inplace=False).train(module.training))
+                convs.append(src.target)
+    return convs
+
+
+def _is_relu6(m: nn.Module | None) -> bool:
+    return isinstance(m, nn.ReLU6) or (type(m) is nn.Hardtanh and m.min_val == 0.0 and m.max_val == 6.0)
+
+
+def _clamp_observers(prepared: torch.fx.GraphModule, convs: list[str]) -> None:
+    from torch.ao.quantization.observer import ObserverBase
+
+    wanted = set(convs)
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or node.target not in wanted:
+            continue
+        for user in node.users:
+            obs = getattr(prepared, str(user.target), None) if user.op == "call_module" else None
+            if isinstance(obs, ObserverBase):
+                obs.__class__ = _clamped(type(obs))
+
+
+_CLAMPED: dict[type, type] = {}
+
+
+def _clamped(cls: type) -> type:
+    if cls not in _CLAMPED:
+        def forward(self, x):
+            return cls.forward(self, x.clamp(max=6.0))
+
+        _CLAMPED[cls] = type(f"ReLU6{cls.__name__}", (cls,), {"forward": forward})
+    return _CLAMPED[cls]
+
+
+def dynamic_int8(module: nn.Module, v: QuantVariant) -> tuple[nn.Module, dict]:
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.backends.quantized.engine = "x86"
+    model = copy.deepcopy(module).eval()
+    _check_exclude(model, v.exclude)
+    linear = per_channel_dynamic_qconfig if v.per_channel else default_dynamic_qconfig
+    # Recurrent layers have no per-channel dynamic kernel; they take per-tensor weights.
+    spec: dict = {nn.Linear: linear, nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
+    spec.update({name: None for name in v.exclude})
+    quantized = quantize_dynamic(model, spec, dtype=torch.qint8)
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    count = sum(1 for m in quantized.modules() if isinstance(m, (nnqd.Linear, nnqd.LSTM, nnqd.GRU)))
+    if count == 0:
+        raise ExportError(f"TorchScript dynamic int8 ({v.label}): the model has no Linear, LSTM or GRU layer "
+                          "to quantize (outside 'exclude'); use static int8 for convolutions")
+    return quantized, {"engine": "torch.ao quantize_dynamic",
+                       "layers": count, "weights": f"int8 {'per-channel' if v.per_channel else 'per-tensor'} "
+                       "(Linear), per-tensor (LSTM/GRU)", "activations": "quantized at run time",
+                       "excluded": list(v.exclude)}
