@@ -7,13 +7,12 @@ Heavy libraries (torch, onnxruntime) are imported inside the subcommands, so tha
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import warnings
 from pathlib import Path
 
-from compressor.errors import CompressorError, RecipeError
+from compressor.errors import CompressorError
 
 
 def _shape(text: str) -> tuple[str, tuple[int, ...]]:

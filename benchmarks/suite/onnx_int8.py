@@ -10,16 +10,15 @@ and 1.5x on MobileNetV2; int8 size at most 0.26x of fp32.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
-import logging
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.suite import common
 
 TARGET_SPEEDUP = {"resnet18": 2.0, "mobilenet_v2": 1.5}
 MAX_SIZE_RATIO = 0.26
@@ -93,17 +92,8 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet18,mobilenet_v2")
-    ap.add_argument("--runs", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
-    args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
-    from compressor import sysinfo
-    from compressor.fsutil import write_json
-
+    args = common.parser(__doc__).parse_args(argv)
+    common.quiet()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-onnx-int8-") as d:
         for name in args.models.split(","):
@@ -120,13 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(f"{r['model']}: int8 speedup {r['speedup']:.2f}x < {need}x")
         if r["size_ratio"] > MAX_SIZE_RATIO:
             missed.append(f"{r['model']}: int8 size ratio {r['size_ratio']:.3f} > {MAX_SIZE_RATIO}")
-    write_json(args.out / "onnx_int8.json", {"suite": "onnx_int8", "threads": args.threads, "results": results,
-                                             "missed": missed, "machine": sysinfo.machine(),
-                                             "libraries": sysinfo.library_versions()})
-    for m in missed:
-        print(f"MISSED {m}")
-    print(f"wrote {args.out / 'onnx_int8.json'}")
-    return 1 if missed else 0
+    return common.finish("onnx_int8", args, results, missed)
 
 
 if __name__ == "__main__":

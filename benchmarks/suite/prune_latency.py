@@ -13,18 +13,17 @@ at least 3x faster than dense fp32 on ResNet-18 (MobileNetV2's figure is reporte
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
-import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.suite import common
 
 TARGET_SPEEDUP = {"resnet18": 1.8, "mobilenet_v2": 1.4}
 # Pruned + int8 against dense fp32, on the model where int8 kernels are fastest (ResNet-18's
@@ -108,17 +107,10 @@ class _Raw:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet18,mobilenet_v2")
-    ap.add_argument("--runs", type=int, default=40)
+    ap = common.parser(__doc__, runs=40)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
-    from compressor import sysinfo
-    from compressor.fsutil import write_json
+    common.quiet()
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-prune-") as d:
@@ -141,14 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         need = TARGET_INT8_SPEEDUP.get(r["model"])
         if need and r["speedup_ours_int8"] < need:
             missed.append(f"{r['model']}: pruned + int8 speedup {r['speedup_ours_int8']:.2f}x < {need}x")
-    write_json(args.out / "prune_latency.json", {"suite": "prune_latency", "threads": args.threads,
-                                                 "results": results, "missed": missed,
-                                                 "machine": sysinfo.machine(),
-                                                 "libraries": sysinfo.library_versions()})
-    for m in missed:
-        print(f"MISSED {m}")
-    print(f"wrote {args.out / 'prune_latency.json'}")
-    return 1 if missed else 0
+    return common.finish("prune_latency", args, results, missed)
 
 
 if __name__ == "__main__":

@@ -12,20 +12,19 @@ within 10% of litert-benchmark's on the same file and thread count.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.suite import common
 
 MAX_RATIO_TO_BY_HAND = 1.05
 MAX_SIZE_RATIO = 0.26
@@ -116,17 +115,9 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet18,mobilenet_v2")
-    ap.add_argument("--runs", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
-    args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
+    args = common.parser(__doc__).parse_args(argv)
+    common.quiet()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from compressor import sysinfo
-    from compressor.fsutil import write_json
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-tflite-int8-") as d:
@@ -148,13 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("fp32", "int8"):
             if abs(r[f"tool_agreement_{k}"]) > MAX_TOOL_DISAGREEMENT:
                 missed.append(f"{r['model']}: {k} median {100 * r[f'tool_agreement_{k}']:+.1f}% off litert-benchmark's")
-    write_json(args.out / "tflite_int8.json", {"suite": "tflite_int8", "threads": args.threads, "results": results,
-                                               "missed": missed, "machine": sysinfo.machine(),
-                                               "libraries": sysinfo.library_versions()})
-    for m in missed:
-        print(f"MISSED {m}")
-    print(f"wrote {args.out / 'tflite_int8.json'}")
-    return 1 if missed else 0
+    return common.finish("tflite_int8", args, results, missed)
 
 
 if __name__ == "__main__":

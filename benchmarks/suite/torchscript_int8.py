@@ -12,17 +12,16 @@ TorchScript (traced, frozen, optimize_for_inference) on both models; int8 size a
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import logging
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.suite import common
 
 TARGET_SPEEDUP = {"resnet18": 4.0, "mobilenet_v2": 4.0}
 MAX_SIZE_RATIO = 0.26
@@ -117,18 +116,11 @@ def bench_model(name: str, work: Path, runs: int, threads: int, aoti: bool, roun
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet18,mobilenet_v2")
-    ap.add_argument("--runs", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = common.parser(__doc__)
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds; each artifact keeps its best")
     ap.add_argument("--aoti", action="store_true", help="also compile and time AOTInductor packages (slow)")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.getLogger().setLevel(logging.ERROR)
-    from compressor import sysinfo
-    from compressor.fsutil import write_json
+    common.quiet()
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-torchscript-int8-") as d:
@@ -153,13 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(f"{r['model']}: int8 size ratio {r['size_ratio']:.3f} > {MAX_SIZE_RATIO}")
         if args.aoti and r["aoti_speedup"] <= 1.0:
             missed.append(f"{r['model']}: int8 AOTI package not faster than fp32 ({r['aoti_speedup']:.2f}x)")
-    write_json(args.out / "torchscript_int8.json", {
-        "suite": "torchscript_int8", "threads": args.threads, "aoti": args.aoti, "results": results,
-        "missed": missed, "machine": sysinfo.machine(), "libraries": sysinfo.library_versions()})
-    for m in missed:
-        print(f"MISSED {m}")
-    print(f"wrote {args.out / 'torchscript_int8.json'}")
-    return 1 if missed else 0
+    return common.finish("torchscript_int8", args, results, missed, aoti=args.aoti)
 
 
 if __name__ == "__main__":

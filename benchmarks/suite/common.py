@@ -1,0 +1,37 @@
+"""What every suite shares: its command line, quiet libraries, and how it ends (a JSON
+record under runs/bench, a MISSED line per missed target, exit 1 when one is missed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+
+def parser(doc: str, runs: int = 60) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--models", default="resnet18,mobilenet_v2")
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    return ap
+
+
+def quiet() -> None:
+    """Converters and quantizers warn a lot; a suite's output is its figures."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def finish(suite: str, args: argparse.Namespace, results: list[dict], missed: list[str], **extra) -> int:
+    from compressor import sysinfo
+    from compressor.fsutil import write_json
+
+    path = args.out / f"{suite}.json"
+    write_json(path, {"suite": suite, "threads": args.threads, **extra, "results": results, "missed": missed,
+                      "machine": sysinfo.machine(), "libraries": sysinfo.library_versions()})
+    for m in missed:
+        print(f"MISSED {m}")
+    print(f"wrote {path}")
+    return 1 if missed else 0
