@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.metrics import Latency
 from benchmarks.report import SCHEMA, SCHEMA_VERSION, human_size
-from benchmarks.stats import ratio_of_medians
+from benchmarks.stats import ratio_of_quantiles
 from compressor.budgets import BudgetsSpec, Limits, is_exact, selects
 from compressor.errors import RecipeError
 
@@ -194,8 +194,9 @@ def _latency_regression(row: dict, base: dict, batch: int, spec: BudgetsSpec) ->
             a, how = [x * rb / ra for x in a], f"normalised by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
         else:
             how = "raw: a report lacks the reference workload timing"
-    est = ratio_of_medians(a, b, spec.latency.confidence, spec.latency.resamples)
+    est = ratio_of_quantiles(a, b, spec.latency.quantile, spec.latency.confidence, spec.latency.resamples)
     conf = int(round(spec.latency.confidence * 100))
-    detail = (f"{how}; {conf}% interval {100 * (est.low - 1):+.1f}% .. {100 * (est.high - 1):+.1f}%, "
+    stat = "median" if spec.latency.quantile == 50 else f"p{spec.latency.quantile:g}"
+    detail = (f"{how}; {stat} ratio, {conf}% interval {100 * (est.low - 1):+.1f}% .. {100 * (est.high - 1):+.1f}%, "
               f"{len(a)} vs {len(b)} runs")
     return (100 * (est.ratio - 1), 100 * (est.low - 1)), detail

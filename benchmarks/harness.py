@@ -99,7 +99,7 @@ def run_job(job: dict) -> dict:
     if cfg.reference:
         from benchmarks.reference import ReferenceWorkload
 
-        reference = ReferenceWorkload(cfg.threads)
+        reference = ReferenceWorkload()
     latencies, first_ms = [], None
     for batch in cfg.batch_sizes:
         feeds = _feeds(session, batch, cfg.shapes, eval_inputs)

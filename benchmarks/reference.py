@@ -3,10 +3,12 @@
 CI runners differ in speed from each other and from the machine that measured the
 baseline, and a shared machine slows down and speeds up while it measures. Dividing
 each block of an artifact's runs by the reference workload's median in the same block
-(same process, same thread count, moments apart) cancels most of both; the gate's
-`normalize` option compares these normalised runs. The workload is a small
-convolutional network with fixed weights run by ONNX Runtime: compute-bound like the
-models we measure, and always installed.
+(same process, moments apart) cancels most of both; the gate's `normalize` option
+compares these normalised runs. The workload is a small convolutional network with
+fixed weights run by ONNX Runtime: compute-bound like the models we measure, and always
+installed. It runs on one thread: measured with two, it was bimodal (0.5 or 0.87 ms on
+the same machine, depending on whether the second thread happened to be awake), which
+made it a worse yardstick than no yardstick.
 """
 
 from __future__ import annotations
@@ -40,15 +42,13 @@ def _model_bytes() -> bytes:
 
 
 class ReferenceWorkload:
-    def __init__(self, threads: int, warmup: int = 5) -> None:
+    def __init__(self, warmup: int = 5) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
+        so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        # Its idle threads must not spin against the artifact's runs in between.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sess = ort.InferenceSession(_model_bytes(), so, providers=["CPUExecutionProvider"])
         self._feed = {"x": np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)}
         for _ in range(warmup):
@@ -65,8 +65,3 @@ class ReferenceWorkload:
             samples.append(time.perf_counter() - t)
         return float(np.median(samples) * 1e3)
 
-
-def time_reference(threads: int, blocks: int = 6) -> float:
-    """Median milliseconds of the reference workload on its own."""
-    ref = ReferenceWorkload(threads)
-    return float(np.median([ref.block_ms() for _ in range(blocks)]))

@@ -51,6 +51,8 @@ class LatencyPolicy(_Strict):
     normalize: bool = Field(True, description="divide by the reference workload timed in the same run, so a "
                                              "slower or faster runner does not move the comparison")
     resamples: int = Field(2000, ge=200)
+    quantile: float = Field(50, gt=0, lt=100, description="percentile of the timed runs compared against the "
+                            "baseline's: 50 is the median; lower values also ignore stretches of a busy machine")
 
 
 class BudgetsSpec(_Strict):
