@@ -134,6 +134,9 @@ def to_markdown(report: dict) -> str:
                     cells_b.append("-" if p50 is None else f"{p50:.3f} / {tp:.0f}")
                 lines.append(f"| {r['name']} | " + " | ".join(cells_b) + " |")
     lines += pruning_markdown(report)
+    from benchmarks.qat_report import qat_markdown
+
+    lines += qat_markdown(report)
     notes = [(r["name"], f"{r['status']}: {r.get('error')}") for r in report["artifacts"] if r.get("status") != "ok"]
     notes += [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
     if notes:

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     r.add_argument("--baseline", type=Path, help="baseline report.json for the recipe's regression budgets")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--resume", action="store_true",
+                   help="continue QAT from the checkpoints in the run directory (after an interruption)")
 
     d = sub.add_parser("demo", help="run the shipped recipe on the shipped digits CNN")
     d.add_argument("--out", type=Path, default=Path("runs/digits-demo"))
@@ -133,7 +135,9 @@ def _run(args: argparse.Namespace) -> int:
     recipe = _load(args.recipe)
     out = run_dir_for(recipe, args.out)
     report = run(recipe, out, overwrite=args.overwrite, show_progress=not args.no_progress,
-                 baseline=args.baseline)
+                 baseline=args.baseline, resume=args.resume)
+    if report is None:  # a torchrun worker other than rank 0: rank 0 reports
+        return 0
     print_table(report)
     print(f"run directory: {out}  (report.md, report.json, manifest.json, artifacts/)")
     return 0

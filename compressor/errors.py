@@ -28,6 +28,10 @@ class UnsupportedOpError(CompressorError):
     """An operator cannot be lowered to the requested target or precision."""
 
 
+class TrainingError(CompressorError):
+    """Fine-tuning cannot go on (a NaN loss) or cannot resume (a checkpoint of another run)."""
+
+
 class ExportError(CompressorError):
     """Export of a model to a target format failed."""
 

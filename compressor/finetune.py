@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 import numpy as np
 from pydantic import Field
 
-from compressor.errors import DataError
+from compressor.errors import DataError, TrainingError
 from compressor.strict import Strict
 
 SMALL_MODEL_PARAMS = 1_000_000
@@ -112,11 +112,19 @@ class TrainHooks:
     selectable(epoch): whether this epoch's weights may be kept as the best ones; a
     gradual schedule is not finished before its last step, so earlier epochs are not.
     penalty(module): an extra loss term (a regulariser the step owns).
+    after_epoch(epoch, state): after each epoch, with the loop's own state (optimizer,
+    scheduler and random-generator states, history): QAT freezes observers and BN and
+    writes a checkpoint from here.
+    start: such a state, to resume after its epoch instead of starting at the first.
+    shard(indices): this process's share of a global batch (distributed training).
     """
 
     after_step: Callable[[int, int], None] | None = None
     selectable: Callable[[int], bool] | None = None
     penalty: Callable[["torch.nn.Module"], "torch.Tensor"] | None = None
+    after_epoch: Callable[[int, dict], None] | None = None
+    start: dict | None = None
+    shard: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def finetune(module: "torch.nn.Module", train: "Dataset", config: FinetuneConfig, input_names: list[str],
@@ -157,16 +165,22 @@ def _train(module, train, config: FinetuneConfig, input_names, evaluation, teach
     start = time.perf_counter()
     if teacher is not None:
         teacher.eval()
+    first = 0
+    if hooks.start is not None:  # resume: the loop continues exactly where the checkpoint left it
+        first = _restore(hooks.start, opt, sched, rng, hist)
     with _progress(show_progress) as progress:
         task = progress.add_task("fine-tune", total=total, loss=float("nan"), acc="-")
-        step = 0
-        for epoch in range(config.epochs):
+        step = first * steps_per_epoch
+        progress.update(task, advance=step)
+        for epoch in range(first, config.epochs):
             t0 = time.perf_counter()
             module.train()
             order = rng.permutation(n)
             loss_sum, correct, seen = 0.0, 0, 0
             for i in range(steps_per_epoch):
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+                if hooks.shard is not None:
+                    idx = hooks.shard(idx)
                 args = _augment([torch.from_numpy(train.inputs[k][idx]) for k in input_names], config.augment, rng)
                 logits = module(*args)
                 labels = None if train.labels is None else torch.from_numpy(train.labels[idx]).long()
@@ -175,6 +189,10 @@ def _train(module, train, config: FinetuneConfig, input_names, evaluation, teach
                     loss = loss + config.l1 * _l1(module)
                 if hooks.penalty is not None:
                     loss = loss + hooks.penalty(module)
+                if not torch.isfinite(loss.detach()):
+                    # Every later update would spread the NaN into all weights: stop here.
+                    raise TrainingError(f"the training loss is {float(loss.detach()):.4g} at step {step + 1} "
+                                        f"(epoch {epoch + 1}); lower the learning rate")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -195,6 +213,11 @@ def _train(module, train, config: FinetuneConfig, input_names, evaluation, teach
                                            seconds=time.perf_counter() - t0))
             if eval_acc is not None:
                 progress.update(task, description=f"fine-tune (eval {100 * eval_acc:.1f}%)")
+            if hooks.after_epoch is not None:
+                hooks.after_epoch(epoch + 1, {"epoch": epoch + 1, "optimizer": opt.state_dict(),
+                                              "scheduler": sched.state_dict(), "rng": rng.bit_generator.state,
+                                              "torch_rng": torch.get_rng_state(),
+                                              "history": [asdict(r) for r in hist.epochs]})
             if config.early_stopping is None or eval_acc is None:
                 continue
             if hooks.selectable is not None and not hooks.selectable(epoch + 1):
@@ -215,6 +238,17 @@ def _train(module, train, config: FinetuneConfig, input_names, evaluation, teach
     module.eval()
     hist.wall_s = time.perf_counter() - start
     return hist
+
+
+def _restore(state: dict, opt, sched, rng: np.random.Generator, hist: FinetuneHistory) -> int:
+    import torch
+
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    hist.epochs = [EpochRecord(**r) for r in state["history"]]
+    return int(state["epoch"])
 
 
 def accuracy(module: "torch.nn.Module", data: "Dataset", input_names: list[str], batch: int = 256) -> float | None:

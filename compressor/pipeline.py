@@ -49,7 +49,7 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise RecipeError(f"run directory {out} is not empty; pass --overwrite or choose another --out")
-        if not (out / "manifest.json").is_file() and not (out / "artifacts").is_dir():
+        if not any((out / n).exists() for n in ("manifest.json", "artifacts", "checkpoints")):
             raise RecipeError(f"run directory {out} holds files that are not a compressor run; "
                               "refusing to overwrite it, choose another --out")
         shutil.rmtree(out / "artifacts", ignore_errors=True)
@@ -82,9 +82,12 @@ def _run_torch(model: Model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_progress: bool = True,
-        console=None, baseline: Path | None = None) -> dict:
+        console=None, baseline: Path | None = None, resume: bool = False) -> dict | None:
     """Run a whole recipe; returns the report (also written to the run directory).
-    With budgets in the recipe, the gate runs last and raises BudgetExceeded (exit 1)."""
+    With budgets in the recipe, the gate runs last and raises BudgetExceeded (exit 1).
+    Under torchrun, every process trains and only rank 0 goes on to export and report
+    (the others return None). `resume` continues QAT from the run directory's checkpoints."""
+    from compressor.distributed import init_from_env
     import targets
     from benchmarks import report as reports
     from benchmarks.harness import BenchConfig, measure
@@ -92,7 +95,9 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
 
     out = run_dir_for(recipe, out)
     target_objs = {name: targets.get(name) for name in recipe.targets}
-    prepare_run_dir(out, overwrite or recipe.output.overwrite)
+    world = init_from_env()
+    if world.is_main:
+        prepare_run_dir(out, overwrite or recipe.output.overwrite or resume)
     model = load_model(recipe.model, recipe.base_dir)
     data = recipe.data
     calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir) if data.calibration else None
@@ -103,6 +108,14 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
 
         train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
         model, pruned = apply_prune_steps(recipe, model, train, evaluation, show_progress)
+    qat = None
+    if recipe.qat_steps:
+        from compressor.pipeline_qat import apply_qat_steps
+
+        train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
+        qat = apply_qat_steps(recipe, model, train, evaluation, out, resume, world, show_progress)
+    if not world.is_main:
+        return None
     # Validation compares artifacts with the model they were exported from (the pruned one).
     ref = reference_for(model, evaluation, recipe.validation.samples)
     variants: list[QuantVariant | None] = [None, *recipe.quant_variants]
@@ -116,12 +129,20 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     failures: list[tuple[type[CompressorError], str]] = []
 
     with _progress(show_progress, console) as progress, _eval_file(evaluation) as eval_npz:
-        task = progress.add_task("export", total=len(target_objs) * len(variants) * 2)
+        from compressor.pipeline_qat import qat_variants
+
+        task = progress.add_task("export", total=sum(len(variants) + len(qat_variants(qat, t)) for t in target_objs) * 2)
+        qat_refs: dict = {}
         done: list[tuple[dict, object]] = []
         for tname, target in target_objs.items():
             base = None
-            for variant in variants:
+            for variant in [*variants, *qat_variants(qat, tname)]:
                 label = variant.label if variant else "fp32"
+                # A QAT variant exports the quantized model the qat step made for this target's family.
+                src, src_ref = model, ref
+                if variant is not None and variant.mode == "qat":
+                    src = qat.sources[(tname, label)]
+                    src_ref = qat_refs.setdefault(id(src), reference_for(src, evaluation, recipe.validation.samples))
                 progress.update(task, description=f"export {tname}/{label}")
                 row = {"name": f"{tname}/{label}", "target": tname, "label": label,
                        "precision": variant.precision if variant else "fp32",
@@ -137,7 +158,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                     progress.advance(task, 2)
                     continue
                 try:
-                    artifact = target.export(model, variant, art_dir / f"{recipe.name}.{label}",
+                    artifact = target.export(src, variant, art_dir / f"{recipe.name}.{label}",
                                              recipe.targets[tname], calibration, base=base)
                 except CompressorError as e:
                     if variant is None:
@@ -150,7 +171,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                 try:
                     session = target.open_session(artifact.path, targets.Device.parse(bench.device), bench.threads)
                     from targets.base import run_batched
-                    fid = compare(ref.outputs, run_batched(session, ref.inputs, VALIDATION_BATCH),
+                    fid = compare(src_ref.outputs, run_batched(session, ref.inputs, VALIDATION_BATCH),
                                   artifact.meta.get("output_names") or session.output_names)
                     del session
                     row["fidelity"] = {**fid.to_json(), "on_real_data": ref.on_real_data}
@@ -197,6 +218,11 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
 
         report["pruning"], report["per_layer"] = pruning_section(pruned, dense_metrics, rows,
                                                                  recipe.benchmark.batch_sizes[0])
+    if qat is not None:
+        from compressor.pipeline_qat import qat_section
+
+        report["qat"], qat_layers = qat_section(qat, rows)
+        report["per_layer"] = {**report.get("per_layer", {}), **qat_layers}
     write_json(out / "report.json", report)
     write_text(out / "report.md", reports.to_markdown(report))
     write_json(out / "manifest.json", manifest(recipe, out, rows))

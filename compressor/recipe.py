@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_valid
 from compressor.budgets import BudgetsSpec
 from compressor.errors import RecipeError
 from compressor.prune.config import PruneStep
+from compressor.qat.config import QatStep
 from compressor.strict import Strict  # re-exported: step configs beside their steps share it
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
@@ -74,7 +75,9 @@ class DataSpec(Strict):
 
 class QuantVariant(Strict):
     name: str | None = Field(None, description="artifact label; defaults to the precision, e.g. 'int8-static'")
-    mode: Literal["static", "dynamic", "fp16"]
+    mode: Literal["static", "dynamic", "fp16", "qat"] = Field(
+        description="qat: the model handed over already carries its learned quantization (the qat step makes "
+        "it); the target lowers it without calibrating")
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     percentile: float = Field(99.999, gt=50, le=100)
     calibration_samples: int = Field(128, ge=1)
@@ -84,7 +87,8 @@ class QuantVariant(Strict):
 
     @property
     def label(self) -> str:
-        return self.name or {"static": "int8-static", "dynamic": "int8-dynamic", "fp16": "fp16"}[self.mode]
+        return self.name or {"static": "int8-static", "dynamic": "int8-dynamic", "fp16": "fp16",
+                             "qat": "int8-qat"}[self.mode]
 
     @property
     def precision(self) -> str:
@@ -108,6 +112,7 @@ class Step(Strict):
 
     quantize: QuantizeStep | None = None
     prune: PruneStep | None = None
+    qat: QatStep | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Step":
@@ -188,6 +193,10 @@ class Recipe(Strict):
     @property
     def quant_variants(self) -> list[QuantVariant]:
         return [v for s in self.steps if s.quantize for v in s.quantize.variants]
+
+    @property
+    def qat_steps(self) -> list[QatStep]:
+        return [s.qat for s in self.steps if s.qat]
 
     @property
     def prune_steps(self) -> list[PruneStep]:

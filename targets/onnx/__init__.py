@@ -29,7 +29,7 @@ class OnnxTarget(Target):
     name = "onnx"
     suffixes = (".onnx",)
     options_model = OnnxOptions
-    modes = ("static", "dynamic", "fp16")
+    modes = ("static", "dynamic", "fp16", "qat")
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
@@ -42,10 +42,15 @@ class OnnxTarget(Target):
             external = sum(p.numel() * p.element_size() for p in model.module.parameters()) > EXTERNAL_DATA_AUTO_BYTES
         with staging_dir(final.parent, final.name) as work:
             staged = work / final.name
-            if variant is None:
+            if variant is None or variant.mode == "qat":
                 from targets.onnx.export import export_fp32
 
+                # qat: the model is a converted PT2E graph; its quantize/dequantize nodes
+                # export as QDQ with the learned scales, no calibration here.
                 meta = export_fp32(model, staged, opts.opset, opts.dynamic_batch, external)
+                if variant is not None:
+                    meta.update(engine="PT2E x86 quantizer (QAT or its PTQ twin), exported as QDQ",
+                                activations="uint8 asymmetric", excluded=list(variant.exclude))
             else:
                 from targets.onnx.quantize import lower
 
@@ -54,7 +59,11 @@ class OnnxTarget(Target):
                 meta = {**{k: base.meta[k] for k in ("dynamic_batch", "output_names") if k in base.meta},
                         **lower(base.path, staged, variant, calibration, bool(base.meta.get("dynamic_batch")),
                                 work, external)}
-            _compact(staged, int8=bool(variant) and variant.mode == "static", meta=meta)
+            _compact(staged, int8=bool(variant) and variant.mode in ("static", "qat"), meta=meta)
+            if variant is not None and variant.mode == "qat":
+                from targets.onnx.fused import fused_op_types
+
+                meta["ort_fused_ops"] = fused_op_types(staged)
             check_onnx_file(staged)
             companions = external_data_files(staged)
             meta["op_types"] = _op_histogram(staged)

@@ -38,7 +38,7 @@ class TFLiteTarget(Target):
     name = "tflite"
     suffixes = (".tflite",)
     options_model = TFLiteOptions
-    modes = ("static", "dynamic", "fp16")
+    modes = ("static", "dynamic", "fp16", "qat")
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
@@ -50,6 +50,8 @@ class TFLiteTarget(Target):
             staged = work / final.name
             if variant is None:
                 meta = convert.export_fp32(model, staged, opts.channels_last)
+            elif variant.mode == "qat":  # the model already holds the LiteRT quantizer's Q/DQ pairs
+                meta = convert.export_prequantized(model, variant, staged, opts.channels_last, opts.io)
             elif variant.mode == "static":
                 meta = convert.export_full_integer(model, variant, staged, calibration, opts.channels_last,
                                                    opts.io, fp32_works=base is not None)

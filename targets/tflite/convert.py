@@ -199,3 +199,32 @@ def _quiet():
             yield
         finally:
             logging.root.setLevel(level)
+
+
+def export_prequantized(model, variant, path: Path, channels_last: bool, io_type: str) -> dict:
+    """A model converted by PT2E under litert-torch's quantizer (the qat step): its Q/DQ
+    pairs carry the learned scales; litert-torch lowers them to int8 kernels as they are."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from targets.tflite import flatbuf
+
+    module, args = _prepared(model, channels_last)
+    # litert-torch reads only whether the quantizer is static or dynamic from it.
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=variant.per_channel))
+    with _quiet():
+        try:
+            edge = _litert().convert(module, args, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        except Exception as e:
+            raise _classify(e, "QAT int8", model, True) from None
+        edge.export(str(path))
+    meta = _rename_io(path, model)
+    wrapped = 0
+    if io_type == "float":
+        m = flatbuf.read(path)
+        wrapped = flatbuf.float_io(m)
+        flatbuf.write(m, path)
+    return {**meta, "engine": f"litert-torch PT2EQuantizer (QAT or its PTQ twin; torch {torch.__version__})",
+            "io": io_type, "float_io_tensors": wrapped, "channels_last": channels_last,
+            "excluded": list(variant.exclude)}

@@ -1,0 +1,115 @@
+"""One quantizer per family of targets, for QAT (fake quantization with learnable
+weights) and for its PTQ twin (observers only). The families differ in what their
+kernels take, so each target gets a model fine-tuned under its own quantizer:
+
+  x86    torchao PT2E X86InductorQuantizer: uint8 asymmetric activations (what ONNX
+         Runtime's x86 kernels fuse into QLinearConv), int8 symmetric weights -> ONNX QDQ
+  litert litert-torch's PT2EQuantizer: int8 activations, symmetric weights -> TFLite
+  fx     torch.ao FX graph mode, the x86 configuration the TorchScript target uses for
+         static int8 (7-bit activations): real quantized::conv2d kernels -> TorchScript
+
+`weight_bits` below 8 narrows the weight range (e.g. -7..7 for 4 bits) inside int8
+storage: every target carries it with its ordinary int8 kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+FAMILY_OF_TARGET = {"onnx": "x86", "tflite": "litert", "torchscript": "fx"}
+
+
+def weight_range(bits: int) -> tuple[int, int]:
+    q = 2 ** (bits - 1) - 1  # symmetric: no -2^(b-1), so that zero point 0 is exact
+    return -q, q
+
+
+def _weight_spec(spec, bits: int, per_channel: bool, qat: bool):
+    from torchao.quantization.pt2e import (FusedMovingAvgObsFakeQuantize, MinMaxObserver,
+                                           MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+                                           PerChannelMinMaxObserver)
+
+    lo, hi = weight_range(bits)
+    if qat:
+        ctr = FusedMovingAvgObsFakeQuantize.with_args(
+            eps=2 ** -12, observer=MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver)
+    else:
+        ctr = (PerChannelMinMaxObserver if per_channel else MinMaxObserver).with_args(eps=2 ** -12)
+    return dataclasses.replace(spec, quant_min=lo, quant_max=hi, ch_axis=0,
+                               qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+                               observer_or_fake_quant_ctr=ctr)
+
+
+def pt2e_config(family: str, bits: int, per_channel: bool, qat: bool):
+    if family == "x86":
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+            get_default_x86_inductor_quantization_config)
+
+        base = get_default_x86_inductor_quantization_config(is_qat=qat)
+    else:
+        from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+        # Its QAT config (is_qat=True) switches on conv+BN annotators that do not run with
+        # this torchao; the static one with fake quantizers in place of the observers
+        # trains the same way once BatchNorm is folded (compressor.qat.graph.prepare).
+        base = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=False)
+        if qat:
+            from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize, MovingAverageMinMaxObserver
+
+            fq = FusedMovingAvgObsFakeQuantize.with_args(eps=2 ** -12, observer=MovingAverageMinMaxObserver)
+            act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=fq)
+            base = dataclasses.replace(base, input_activation=act, output_activation=act)
+    return dataclasses.replace(base, weight=_weight_spec(base.weight, bits, per_channel, qat))
+
+
+def pt2e_quantizer(family: str, bits: int, per_channel: bool, qat: bool, keep_float: list[str],
+                   only: str | None = None):
+    """The family's PT2E quantizer; `only` quantizes that one layer (the sensitivity pass)."""
+    config = pt2e_config(family, bits, per_channel, qat)
+    if family == "x86":
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+        q = X86InductorQuantizer()
+        if only is not None:
+            return q.set_module_name_qconfig(only, config)
+        q.set_global(config)
+        for name in keep_float:
+            q.set_module_name_qconfig(name, None)
+        return q
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    q = PT2EQuantizer()
+    if only is not None:
+        return q.set_module_name(only, config)
+    q.set_global(config)
+    for name in keep_float:
+        q.set_module_name(name, None)
+    return q
+
+
+def fx_qconfig_mapping(bits: int, per_channel: bool, qat: bool, keep_float: list[str]):
+    """The TorchScript target's x86 configuration (reduce_range activations), with the
+    weight range and fake quantization of this step."""
+    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
+    from torch.ao.quantization.observer import (MinMaxObserver, MovingAverageMinMaxObserver,
+                                                MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver)
+
+    lo, hi = weight_range(bits)
+    wq = torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric
+    if qat:
+        act = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0,
+                                                      quant_max=127, dtype=torch.quint8, reduce_range=False)
+        weight = FusedMovingAvgObsFakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver,
+            quant_min=lo, quant_max=hi, dtype=torch.qint8, qscheme=wq)
+    else:
+        act = MinMaxObserver.with_args(quant_min=0, quant_max=127, dtype=torch.quint8)
+        weight = (PerChannelMinMaxObserver if per_channel else MinMaxObserver).with_args(
+            quant_min=lo, quant_max=hi, dtype=torch.qint8, qscheme=wq)
+    mapping: QConfigMapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
+    for name in keep_float:
+        mapping.set_module_name(name, None)
+    return mapping
