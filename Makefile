@@ -21,8 +21,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise
+
+# Every suite runs even when one misses a target; the exit code says whether any did.
 bench: setup
-	$(BIN)/python -m benchmarks.suite.onnx_int8
+	@rc=0; for s in $(SUITES); do echo "== $$s"; $(BIN)/python -m benchmarks.suite.$$s || rc=1; done; exit $$rc
 
 clean:
 	rm -rf runs .pytest_cache
