@@ -52,19 +52,20 @@ class Model:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
         with torch.no_grad():
             out = self.module(*args)
-        return [t.detach().float().numpy() for t in _flatten(out)]
+        return [t.detach().float().numpy() for t in flatten_outputs(out)]
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
 
-def _flatten(out: object) -> list[torch.Tensor]:
+def flatten_outputs(out: object) -> list[torch.Tensor]:
+    """A model's outputs as a flat list of tensors (tuples, lists and dicts unpacked in order)."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
-        return [t for v in out.values() for t in _flatten(v)]
+        return [t for v in out.values() for t in flatten_outputs(v)]
     if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _flatten(v)]
+        return [t for v in out for t in flatten_outputs(v)]
     raise ModelLoadError(f"the model returned a {type(out).__name__}; outputs must be tensors, "
                          "or tuples, lists or dicts of tensors")
 

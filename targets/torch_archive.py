@@ -118,7 +118,13 @@ class TorchSession:
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             given = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in feeds.items())
             raise InputShapeError(f"inputs do not fit the model (given {given}): {first_line(e)}") from None
-        flat = _flatten(out)
+        from compressor.errors import ModelLoadError
+        from compressor.model import flatten_outputs
+
+        try:
+            flat = flatten_outputs(out)
+        except ModelLoadError as e:  # a file from outside: its outputs, not its load, are the problem
+            raise ArtifactError(str(e)) from None
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         return [t.detach().float().cpu().numpy() for t in flat]
@@ -130,18 +136,6 @@ def _standard_strides(shape) -> tuple[int, ...]:
         strides.append(step)
         step *= max(int(d), 1)
     return tuple(reversed(strides))
-
-
-def _flatten(out: Any) -> list:
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _flatten(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _flatten(v)]
-    raise ArtifactError(f"the model returned a {type(out).__name__}; the benchmark compares tensor outputs")
 
 
 def first_line(e: BaseException) -> str:

@@ -48,8 +48,6 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from targets.tflite import flatbuf
-
     if calibration is None or not len(calibration):
         raise ExportError("full-integer int8 TFLite needs calibration data; add data.calibration to the recipe")
     module, args = _prepared(model, channels_last)
@@ -66,12 +64,7 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
         except Exception as e:
             raise _classify(e, "full-integer int8", model, fp32_works) from None
         edge.export(str(path))
-    meta = _rename_io(path, model)
-    wrapped = 0
-    if io_type == "float":
-        m = flatbuf.read(path)
-        wrapped = flatbuf.float_io(m)
-        flatbuf.write(m, path)
+    meta, wrapped = _finish_int8(path, model, io_type)
     return {**meta, "engine": "litert-torch PT2EQuantizer (symmetric int8, "
             f"{'per-channel' if variant.per_channel else 'per-tensor'} weights)",
             # PT2E's observers record min and max; percentile and entropy are ONNX Runtime calibrators.
@@ -208,8 +201,6 @@ def export_prequantized(model, variant, path: Path, channels_last: bool, io_type
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from targets.tflite import flatbuf
-
     module, args = _prepared(model, channels_last)
     # litert-torch reads only whether the quantizer is static or dynamic from it.
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=variant.per_channel))
@@ -219,12 +210,21 @@ def export_prequantized(model, variant, path: Path, channels_last: bool, io_type
         except Exception as e:
             raise _classify(e, "QAT int8", model, True) from None
         edge.export(str(path))
+    meta, wrapped = _finish_int8(path, model, io_type)
+    return {**meta, "engine": f"litert-torch PT2EQuantizer (QAT or its PTQ twin; torch {torch.__version__})",
+            "io": io_type, "float_io_tensors": wrapped, "channels_last": channels_last,
+            "excluded": list(variant.exclude)}
+
+
+def _finish_int8(path: Path, model, io_type: str) -> tuple[dict, int]:
+    """Name the io tensors after the model's inputs and outputs; with io 'float', wrap
+    the int8 interface in QUANTIZE/DEQUANTIZE so the artifact takes and gives floats."""
+    from targets.tflite import flatbuf
+
     meta = _rename_io(path, model)
     wrapped = 0
     if io_type == "float":
         m = flatbuf.read(path)
         wrapped = flatbuf.float_io(m)
         flatbuf.write(m, path)
-    return {**meta, "engine": f"litert-torch PT2EQuantizer (QAT or its PTQ twin; torch {torch.__version__})",
-            "io": io_type, "float_io_tensors": wrapped, "channels_last": channels_last,
-            "excluded": list(variant.exclude)}
+    return meta, wrapped
