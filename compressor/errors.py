@@ -48,3 +48,12 @@ class BudgetExceeded(CompressorError):
     """A budget does not hold. Exit code 1: the run worked, the result does not fit."""
 
     exit_code = 1
+
+
+def first_line(e: BaseException, limit: int = 400) -> str:
+    """The first non-empty line of an exception's message (libraries' errors run to
+    pages), or its type name when the message is empty."""
+    for line in str(e).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(e).__name__

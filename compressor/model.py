@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from compressor.data import import_object
-from compressor.errors import ModelLoadError
+from compressor.errors import ModelLoadError, first_line
 from compressor.recipe import InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
@@ -142,7 +142,7 @@ def _load_program(path: Path, trusted: bool) -> torch.nn.Module:
         ep = torch.export.load(str(path))
     except Exception as e:  # torch raises many types for a corrupt archive
         raise ModelLoadError(f"program {path}: not a loadable torch.export archive ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                             f"{first_line(e)})") from None
     return ep.module()
 
 
@@ -154,6 +154,6 @@ def check_signature(model: Model) -> None:
         raise
     except Exception as e:
         shapes = ", ".join(f"{s.name} {s.shape} {s.dtype}" for s in model.inputs)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelLoadError(f"the model does not run on its declared inputs ({shapes}): {first}; "
                              "fix 'inputs' in the recipe's model section") from None

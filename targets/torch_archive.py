@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from compressor.errors import ArtifactError, InputShapeError, RecipeError
+from compressor.errors import ArtifactError, InputShapeError, RecipeError, first_line
 from targets.base import Device, TensorSpec
 
 if TYPE_CHECKING:
@@ -136,13 +136,6 @@ def _standard_strides(shape) -> tuple[int, ...]:
         strides.append(step)
         step *= max(int(d), 1)
     return tuple(reversed(strides))
-
-
-def first_line(e: BaseException) -> str:
-    for line in str(e).strip().splitlines():
-        if line.strip():
-            return line.strip()[:400]
-    return type(e).__name__
 
 
 def recompress(src: Path, dst: Path, min_saving: float = 0.1) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from compressor.data import Dataset
-from compressor.errors import DataError, ExportError
+from compressor.errors import DataError, ExportError, first_line
 from compressor.recipe import QuantVariant
 
 CALIB_BATCH = 16
@@ -85,7 +85,7 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
                         extra_options={"ActivationSymmetric": v.symmetric_activations, "WeightSymmetric": True})
     except Exception as e:
         raise ExportError(f"ONNX static int8 ({v.label}) failed in onnxruntime's quantizer: "
-                          f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+                          f"{first_line(e)}") from None
     return {"engine": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "activations": "uint8 asymmetric" if not v.symmetric_activations else "uint8 symmetric",
             "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
@@ -118,7 +118,7 @@ def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool) -> dict
                          use_external_data_format=external_data)
     except Exception as e:
         raise ExportError(f"ONNX dynamic int8 ({v.label}) failed in onnxruntime's quantizer: "
-                          f"{str(e).strip().splitlines()[0]}") from None
+                          f"{first_line(e)}") from None
     return {"engine": "onnxruntime.quantization.quantize_dynamic", "ops": DYNAMIC_OPS,
             "weights": f"int8 {'per-channel' if v.per_channel else 'per-tensor'}",
             "activations": "quantized at run time"}

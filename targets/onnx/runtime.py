@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.errors import ArtifactError, InputShapeError, RecipeError
+from compressor.errors import ArtifactError, InputShapeError, RecipeError, first_line
 from targets.base import Device, TensorSpec
 
 ORT_DTYPES = {
@@ -43,7 +43,7 @@ class OrtSession:
         try:
             self._sess = ort.InferenceSession(str(path), so, providers=providers_for(device))
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-            raise ArtifactError(f"{path}: onnxruntime cannot load it ({_first_line(e)})") from None
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({first_line(e)})") from None
         self.runtime = f"onnxruntime {ort.__version__}"
         self.provider = self._sess.get_providers()[0]
         self.inputs = [TensorSpec(i.name, tuple(d if isinstance(d, int) else (d or "?") for d in i.shape),
@@ -54,7 +54,7 @@ class OrtSession:
         try:
             return self._sess.run(None, feeds)
         except Exception as e:
-            msg = _first_line(e)
+            msg = first_line(e)
             if "dimension" in msg.lower() or "shape" in msg.lower() or "rank" in msg.lower() or "type" in msg.lower():
                 given = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in feeds.items())
                 raise InputShapeError(f"inputs do not fit the model (given {given}): {msg}") from None
@@ -77,7 +77,7 @@ def check_onnx_file(path: Path) -> None:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise ArtifactError(f"{path}: not an ONNX model (cannot parse: {_first_line(e)}); "
+        raise ArtifactError(f"{path}: not an ONNX model (cannot parse: {first_line(e)}); "
                             "the file may be truncated or of another format") from None
     if not proto.opset_import or proto.ir_version == 0 or len(proto.graph.node) == 0:
         raise ArtifactError(f"{path}: not an ONNX model (no graph, opset or IR version); "
@@ -90,7 +90,7 @@ def check_onnx_file(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        raise ArtifactError(f"{path}: the ONNX checker rejects it ({_first_line(e)})") from None
+        raise ArtifactError(f"{path}: the ONNX checker rejects it ({first_line(e)})") from None
 
 
 def external_data_files(path: Path) -> list[Path]:
@@ -103,12 +103,3 @@ def external_data_files(path: Path) -> list[Path]:
     locs = {e.value for init in proto.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
             for e in init.external_data if e.key == "location"}
     return sorted(path.parent / loc for loc in locs if (path.parent / loc).is_file())
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line[:400]
-    return type(e).__name__

@@ -17,7 +17,7 @@ from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError
 from compressor.model import Model
 from compressor.recipe import QuantVariant
-from targets.torch_archive import first_line
+from compressor.errors import first_line
 
 CALIB_BATCH = 16
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compressor.errors import ArtifactError
+from compressor.errors import ArtifactError, first_line
 from targets.base import Device
-from targets.torch_archive import META_NAME, TorchSession, first_line, open_zip, parse_meta, specs_from, \
+from targets.torch_archive import META_NAME, TorchSession, open_zip, parse_meta, specs_from, \
     unrecorded_inputs
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.errors import ArtifactError, InputShapeError, RecipeError
+from compressor.errors import ArtifactError, InputShapeError, RecipeError, first_line
 from targets.base import Device, TensorSpec
 
 _CUSTOM_OP = re.compile(r"unresolved custom op:?\s*'?(\w[\w/-]*(?:\.\w+)*)", re.IGNORECASE)
@@ -178,9 +178,9 @@ class LiteSession:
             return [o.from_model(self._interp.get_tensor(o.index)) for o in self._out]
         except ValueError as e:
             given = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in feeds.items())
-            raise InputShapeError(f"inputs do not fit the model (given {given}): {str(e).splitlines()[0]}") from None
+            raise InputShapeError(f"inputs do not fit the model (given {given}): {first_line(e)}") from None
         except RuntimeError as e:
-            raise ArtifactError(f"the TFLite interpreter failed to run the model: {str(e).splitlines()[0]}") from None
+            raise ArtifactError(f"the TFLite interpreter failed to run the model: {first_line(e)}") from None
 
     def _resize(self, feeds: dict[str, np.ndarray]) -> None:
         changed = False

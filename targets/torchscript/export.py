@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from compressor.errors import ExportError
-from targets.torch_archive import META_NAME, first_line
+from compressor.errors import ExportError, first_line
+from targets.torch_archive import META_NAME
 
 # What torch.jit.trace warns when the model's Python reads a tensor's value (an `if` on
 # it, `int(t)`, `.item()`): the trace keeps the branch taken for the example input only.

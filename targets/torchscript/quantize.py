@@ -22,7 +22,7 @@ from torch import nn
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError
 from compressor.recipe import QuantVariant
-from targets.torch_archive import first_line
+from compressor.errors import first_line
 
 CALIB_BATCH = 16
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compressor.errors import ArtifactError, ExportError
+from compressor.errors import ArtifactError, ExportError, first_line
 from targets.base import Device
-from targets.torch_archive import META_NAME, TorchSession, first_line, open_zip, parse_meta, specs_from, \
+from targets.torch_archive import META_NAME, TorchSession, open_zip, parse_meta, specs_from, \
     unrecorded_inputs
 
 
