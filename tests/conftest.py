@@ -12,8 +12,9 @@ import pytest
 from compressor.data import digits_arrays, load_dataset
 from compressor.model import load_model
 from compressor.recipe import DataSource, InputSpec, ModelSpec, QuantVariant
+from compressor.zoo.digits import WEIGHTS_PATH
 
-ZOO_WEIGHTS = Path(__file__).resolve().parent.parent / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO_WEIGHTS = WEIGHTS_PATH
 DIGITS_INPUTS = [InputSpec(name="pixels", shape=[1, 1, 8, 8], dtype="float32")]
 
 

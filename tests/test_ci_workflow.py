@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from compressor.zoo.digits import WEIGHTS_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "docs" / "ci" / "compressor-gate.yml"
-ZOO = ROOT / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO = WEIGHTS_PATH
 RECIPE = f"""\
 version: 1
 name: ci-digits

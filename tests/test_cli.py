@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from compressor.cli import main
+from compressor.zoo.digits import WEIGHTS_PATH
 
-ZOO = Path(__file__).resolve().parent.parent / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO = WEIGHTS_PATH
 FAST_BENCH = "benchmark: {runs: 5, warmup: 1, warmup_s: 0, memory: false}\n"
 
 

@@ -6,10 +6,13 @@ same building blocks as the ResNet family, small enough to train in seconds on a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 WEIGHTS = "digits_cnn.safetensors"
+WEIGHTS_PATH = Path(__file__).resolve().parent / WEIGHTS
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

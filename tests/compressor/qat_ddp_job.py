@@ -15,8 +15,9 @@ from compressor.model import load_model
 from compressor.qat.config import QatStep
 from compressor.qat.run import qat_family
 from compressor.recipe import DataSource, InputSpec, ModelSpec
+from compressor.zoo.digits import WEIGHTS_PATH
 
-ZOO = Path(__file__).resolve().parents[2] / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO = WEIGHTS_PATH
 INPUTS = [InputSpec(name="pixels", shape=[1, 1, 8, 8])]
 # BatchNorm frozen from the start: with batch statistics each process would normalise its
 # own half-batch, a real (and expected) difference from one process on the whole batch.

@@ -10,8 +10,9 @@ import targets
 from compressor.fsutil import sha256
 from compressor.pipeline import run
 from compressor.recipe import load_recipe
+from compressor.zoo.digits import WEIGHTS_PATH
 
-ZOO = Path(__file__).resolve().parents[2] / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO = WEIGHTS_PATH
 RECIPE = f"""\
 version: 1
 name: small

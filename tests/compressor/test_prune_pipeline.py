@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from compressor.cli import main
+from compressor.zoo.digits import WEIGHTS_PATH
 
-ZOO = Path(__file__).resolve().parents[2] / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO = WEIGHTS_PATH
 HEAD = f"""\
 version: 1
 name: pruned

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from compressor.cli import main
+from compressor.zoo.digits import WEIGHTS_PATH
 
-ZOO = Path(__file__).resolve().parents[2] / "compressor" / "zoo" / "digits_cnn.safetensors"
+ZOO = WEIGHTS_PATH
 HEAD = f"""\
 version: 1
 name: qat
