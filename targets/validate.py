@@ -17,6 +17,9 @@ class OutputFidelity:
     cosine_mean: float
     cosine_min: float
     top1: float | None  # argmax agreement, for (N, classes) outputs
+    # Every value zero while the reference's are not: a collapsed lowering, never a pass,
+    # whatever the tolerance (max_abs alone can miss it on small outputs).
+    all_zero: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def compare(reference: list[np.ndarray], got: list[np.ndarray], names: list[str]
         top1 = float((r.argmax(-1) == g.argmax(-1)).mean()) if r.ndim == 2 and r.shape[1] > 1 else None
         outs.append(OutputFidelity(name=name, max_abs=float(np.abs(r - g).max()) if finite else float("inf"),
                                    cosine_mean=float(cos.mean()) if finite else float("nan"),
-                                   cosine_min=float(cos.min()) if finite else float("nan"), top1=top1))
+                                   cosine_min=float(cos.min()) if finite else float("nan"), top1=top1,
+                                   all_zero=bool(finite and not g.any() and r.any())))
     return Fidelity(samples=len(reference[0]) if reference else 0, outputs=outs)
 
 
@@ -76,6 +80,8 @@ def check(fid: Fidelity, tol: Tolerance, what: str) -> None:
         problems = []
         if not np.isfinite(o.max_abs):
             problems.append("non-finite values (NaN or inf)")
+        elif o.all_zero:
+            problems.append("every value is zero, the reference's are not")
         else:
             if tol.max_abs is not None and o.max_abs > tol.max_abs:
                 problems.append(f"max abs difference {o.max_abs:.3g} > {tol.max_abs:g}")

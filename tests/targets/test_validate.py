@@ -61,3 +61,17 @@ def test_zero_rows_agree_only_with_zero_rows():
     ref = np.zeros((2, 4), np.float32)
     assert compare([ref], [ref.copy()], ["o"]).cosine == 1.0
     assert compare([ref], [np.ones((2, 4), np.float32)], ["o"]).cosine == 0.0
+
+
+def test_all_zero_outputs_never_pass_whatever_the_tolerance():
+    # Small logits: an all-zero artifact is within max_abs of them, and no cosine bound is set.
+    small = LOGITS * 1e-4
+    fid = compare([small], [np.zeros_like(small)], ["logits"])
+    assert fid.outputs[0].all_zero and fid.cosine == 0.0
+    with pytest.raises(FidelityError, match=r"'logits'.*every value is zero"):
+        check(fid, Tolerance(max_abs=1e-2), "tflite/int8")
+    with pytest.raises(FidelityError, match="non-finite"):
+        check(compare([small], [np.full_like(small, np.nan)], ["logits"]), Tolerance(), "x")
+    # A reference that is itself zero is matched by zeros.
+    zeros = np.zeros_like(small)
+    check(compare([zeros], [zeros.copy()], ["logits"]), Tolerance(max_abs=1e-2), "x")
