@@ -1,0 +1,379 @@
+"""Static int8 across torchvision architectures (random weights) on ONNX, TFLite and
+TorchScript: the tools' default lowering first, then the fallback (float layers or
+another lowering) until the output cosine against fp32 reaches 0.99, or a refusal.
+
+    python -m benchmarks.suite.int8_sweep [--arch resnet18,vit] [--target onnx,tflite] [--quick]
+                                          [--runs 15] [--threads 1] [--out runs/bench]
+
+Inputs: batch 1, seed 0, eval mode, at the size in ARCHS (224 where the sweep's time
+allows, smaller for the heavy graphs; ViT and Swin are torchvision's own classes at
+reduced width and depth, see ARCHS). Calibration (32 images) and validation (16 other
+images) are synthetic but natural-ish: 1/f amplitude spectrum noise (the power law of
+natural images) with correlated colour channels, in [0, 1], then ImageNet-normalised.
+Each architecture runs in its own process, so that a runtime crash costs that
+architecture only and is reported as such.
+
+Target (exit 1 when missed): every (architecture, target) ends with int8 at cosine
+>= 0.99 against fp32 on the validation images, or with a clear refusal naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmarks.suite import common
+
+MIN_COSINE = 0.99
+TARGETS = ("onnx", "tflite", "torchscript")
+CALIB_IMAGES = 32
+VAL_IMAGES = 16
+ARCH_TIMEOUT_S = 1800  # one architecture on every target, fallback included
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Arch:
+    build: Callable[[], object]
+    size: int        # square input side for the full sweep
+    quick_size: int  # and for --quick
+    note: str = ""
+
+
+def _tv(name: str, **kw) -> Callable[[], object]:
+    def build():
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None, **kw)
+    return build
+
+
+def _vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    # vit_b_16's design (patch 16, class token, pre-norm encoder) at ViT-Tiny width, 4 layers.
+    return VisionTransformer(image_size=112, patch_size=16, num_layers=4, num_heads=3, hidden_dim=192,
+                             mlp_dim=768, num_classes=1000)
+
+
+def _swin():
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    # swin_t's design (shifted windows 7x7, patch merging) at half width, one block pair per stage.
+    return SwinTransformer(patch_size=[4, 4], embed_dim=48, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24],
+                           window_size=[7, 7], stochastic_depth_prob=0.0, num_classes=1000)
+
+
+ARCHS: dict[str, Arch] = {
+    "resnet18": Arch(_tv("resnet18"), 224, 64),
+    "mobilenet_v2": Arch(_tv("mobilenet_v2"), 224, 64),
+    "mobilenet_v3_small": Arch(_tv("mobilenet_v3_small"), 224, 64, "hard-swish, squeeze-excitation"),
+    "efficientnet_b0": Arch(_tv("efficientnet_b0"), 224, 64, "SiLU, squeeze-excitation"),
+    "regnet_y_400mf": Arch(_tv("regnet_y_400mf"), 224, 64, "grouped convs, squeeze-excitation"),
+    "shufflenet_v2_x1_0": Arch(_tv("shufflenet_v2_x1_0"), 224, 64, "channel shuffle"),
+    "squeezenet1_1": Arch(_tv("squeezenet1_1"), 224, 64),
+    "densenet121": Arch(_tv("densenet121"), 160, 64, "concatenations"),
+    "inception_v3": Arch(_tv("inception_v3", aux_logits=False, init_weights=True), 160, 96,
+                         "input 160 (torchvision's minimum is 75)"),
+    "convnext_tiny": Arch(_tv("convnext_tiny"), 128, 64, "layer norm, GELU, layer scale; input 128"),
+    "vit": Arch(_vit, 112, 112, "torchvision VisionTransformer, patch 16, 4 layers, width 192, 3 heads"),
+    "swin": Arch(_swin, 224, 112, "torchvision SwinTransformer, embed 48, depths 2-2-2-2, window 7"),
+}
+
+
+def natural_images(n: int, size: int, seed: int) -> np.ndarray:
+    """Images with natural images' 1/f amplitude spectrum and correlated colours, in
+    [0, 1], then ImageNet-normalised (what torchvision models are built to take)."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    falloff = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size)
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    for i in range(n):
+        luma = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * falloff, s=(size, size))
+        chroma = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((2, size, size))) * falloff ** 1.3, s=(size, size))
+        luma, chroma = luma / luma.std(), chroma / chroma.std(axis=(1, 2), keepdims=True)
+        rgb = np.stack([luma + 0.3 * chroma[0], luma - 0.2 * chroma[0] + 0.2 * chroma[1], luma - 0.3 * chroma[1]])
+        img = 0.45 + rng.uniform(-0.1, 0.1) + rng.uniform(0.12, 0.25) * rgb
+        out[i] = (np.clip(img, 0, 1) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    return out
+
+
+def median_latencies(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str, float]:
+    """Median ms of one batch-1 run per session, interleaved so that a slow spell of the
+    (shared) machine hits every session alike; two warm-up runs each first."""
+    feeds = {name: {s.inputs[0].name: x} for name, s in sessions.items()}
+    for name, s in sessions.items():
+        for _ in range(2):
+            s.run(feeds[name])
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(runs):
+        for name, s in sessions.items():
+            t = time.perf_counter()
+            s.run(feeds[name])
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _fidelity(target, artifact, reference) -> dict:
+    from targets.base import Device, run_batched
+    from targets.validate import compare
+
+    session = target.open_session(artifact.path, Device(), 1)
+    got = run_batched(session, reference.inputs, 16)
+    names = artifact.meta.get("output_names") or session.output_names
+    return compare(reference.outputs, got, names).to_json()
+
+
+def _error(e: BaseException) -> dict:
+    from compressor.errors import CompressorError, first_line
+
+    return {"type": type(e).__name__, "text": first_line(e), "clear": isinstance(e, CompressorError)}
+
+
+def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, runs: int, threads: int,
+                 fallback: bool) -> dict:
+    """fp32, plain int8 and (when plain misses) the fallback of one architecture on one target."""
+    import targets
+    from compressor.recipe import QuantVariant
+    from targets.base import Device
+
+    target = targets.get(tname)
+    row: dict = {"arch": arch, "target": tname, "input": list(model.inputs[0].shape)}
+    t0 = time.perf_counter()
+    try:
+        base = target.export(model, None, work / f"{arch}.fp32", {}, None)
+    except Exception as e:  # the fp32 export of a real architecture failing is itself a finding
+        row.update(status="refused" if _error(e)["clear"] else "failed", fp32_error=_error(e))
+        row["refusal"] = row["fp32_error"]["text"] if row["status"] == "refused" else None
+        return row
+    row["fp32_seconds"] = round(time.perf_counter() - t0, 1)
+    variant = QuantVariant(mode="static", calibration_samples=len(calib))
+    t0 = time.perf_counter()
+    plain = None
+    try:
+        plain = target.export(model, variant, work / f"{arch}.int8", {}, calib, base=base)
+        fid = _fidelity(target, plain, reference)
+        row["plain"] = {"cosine": fid["cosine_mean"], "cosine_min": fid["cosine_min"], "error": None}
+    except Exception as e:
+        row["plain"] = {"cosine": None, "error": _error(e)}
+        if not row["plain"]["error"]["clear"]:
+            row["plain"]["traceback"] = traceback.format_exc(limit=-3)
+    row["plain"]["seconds"] = round(time.perf_counter() - t0, 1)
+    cos = row["plain"]["cosine"]
+    final = None
+    if cos is not None and cos >= MIN_COSINE:
+        row.update(status="plain", cosine=cos, lowering="default", float_layers=[], refusal=None)
+        final = plain
+    elif not fallback:
+        err = row["plain"]["error"]
+        clear = bool(err and err["clear"])
+        row.update(status="refused" if clear else "missed", cosine=cos, lowering="default", float_layers=[],
+                   refusal=err["text"] if clear else None)
+    else:
+        final = _fallback(row, target, model, variant, calib, base, reference, work / f"{arch}.int8-fallback")
+    if final is not None:
+        sessions = {"fp32": target.open_session(base.path, Device(), threads),
+                    "int8": target.open_session(final.path, Device(), threads)}
+        lat = median_latencies(sessions, reference.inputs[model.inputs[0].name][:1], runs)
+        row.update(fp32_ms=lat["fp32"], int8_ms=lat["int8"], speedup=lat["fp32"] / lat["int8"])
+    return row
+
+
+def _fallback(row: dict, target, model, variant, calib, base, reference, out: Path):
+    try:
+        from compressor.fallback import lower_with_fallback
+        from compressor.recipe import FallbackSpec
+    except ImportError as e:
+        row.update(status="missed", cosine=row["plain"]["cosine"], lowering="default", float_layers=[],
+                   refusal=None, fallback_error=f"no fallback machinery: {e}")
+        return None
+    t0 = time.perf_counter()
+    try:
+        outcome = lower_with_fallback(target, model, variant, {}, calib, base, reference, out,
+                                      FallbackSpec(min_cosine=MIN_COSINE))
+    except Exception as e:
+        err = _error(e)
+        row.update(status="refused" if err["clear"] else "failed", cosine=row["plain"]["cosine"],
+                   lowering=None, float_layers=[], refusal=err["text"] if err["clear"] else None,
+                   fallback_error=err, fallback_seconds=round(time.perf_counter() - t0, 1))
+        if not err["clear"]:
+            row["fallback_traceback"] = traceback.format_exc(limit=-3)
+        return None
+    row["fallback_seconds"] = round(time.perf_counter() - t0, 1)
+    row["attempts"] = outcome.attempts
+    cos = (outcome.fidelity or {}).get("cosine_mean")
+    row.update(cosine=cos, lowering=outcome.lowering, float_layers=list(outcome.float_layers),
+               refusal=outcome.refused)
+    if outcome.artifact is not None and cos is not None and cos >= MIN_COSINE:
+        row["status"] = "fallback"
+        return outcome.artifact
+    row["status"] = "refused" if outcome.refused else "missed"
+    return None
+
+
+def sweep_arch(arch: str, tnames: list[str], quick: bool, runs: int, threads: int, fallback: bool,
+               work: Path, emit: Callable[[dict], None]) -> None:
+    """Every target for one architecture; `emit` gets each (arch, target) row as it ends."""
+    import torch
+
+    from compressor.data import Dataset
+    from compressor.model import Model
+    from compressor.pipeline import Reference
+    from compressor.recipe import InputSpec
+
+    spec = ARCHS[arch]
+    size = spec.quick_size if quick else spec.size
+    torch.manual_seed(0)
+    module = spec.build().eval()
+    model = Model(module=module, inputs=[InputSpec(name="input", shape=[1, 3, size, size])], source=arch)
+    n_cal, n_val = (8, 4) if quick else (CALIB_IMAGES, VAL_IMAGES)
+    calib = Dataset({"input": natural_images(n_cal, size, seed=0)})
+    val = {"input": natural_images(n_val, size, seed=1)}
+    reference = Reference(inputs=val, outputs=model.run(val), accuracy=None, eval_samples=None, on_real_data=False)
+    for tname in tnames:
+        t0 = time.perf_counter()
+        row = sweep_target(arch, tname, model, calib, reference, work, runs, threads, fallback)
+        row.update(note=spec.note, seconds=round(time.perf_counter() - t0, 1))
+        emit(row)
+
+
+def _run_worker(arch: str, tnames: list[str], args, work: Path) -> list[dict]:
+    """One architecture in a child process: a segfault or a hang costs that one only."""
+    result = work / f"{arch}.jsonl"
+    cmd = [sys.executable, "-m", "benchmarks.suite.int8_sweep", "--worker", str(result), "--arch", arch,
+           "--target", ",".join(tnames), "--runs", str(args.runs), "--threads", str(args.threads)]
+    cmd += ["--quick"] * args.quick + ["--no-fallback"] * (not args.fallback)
+    problem = None
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.arch_timeout)
+        if proc.returncode != 0:
+            tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+            problem = f"worker exited with code {proc.returncode}: {tail[0][:300]}"
+    except subprocess.TimeoutExpired:
+        problem = f"worker ran past {args.arch_timeout} s"
+    rows = [json.loads(ln) for ln in result.read_text().splitlines()] if result.exists() else []
+    for tname in tnames[len(rows):]:
+        rows.append({"arch": arch, "target": tname, "status": "failed", "cosine": None, "float_layers": [],
+                     "refusal": None, "plain": {"cosine": None, "error": {"type": "crash", "text": problem,
+                                                                          "clear": False}}})
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    head = f"| {'arch':19s}| {'target':12s}| {'plain cos':>10s} | {'final cos':>9s} | {'status':9s}| float | " \
+           f"{'lowering':24s}| {'fp32 ms':>8s} | {'int8 ms':>8s} | speedup |"
+    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    for r in rows:
+        p = r.get("plain") or {}
+        plain = f"{p['cosine']:.4f}" if p.get("cosine") is not None else (p.get("error") or {}).get("type", "-")
+        final = f"{r['cosine']:.4f}" if r.get("cosine") is not None else "-"
+        ms = (f"{r['fp32_ms']:8.2f} | {r['int8_ms']:8.2f} | {r['speedup']:6.2f}x" if "int8_ms" in r
+              else f"{'-':>8s} | {'-':>8s} | {'-':>7s}")
+        lines.append(f"| {r['arch']:19s}| {r['target']:12s}| {plain[:10]:>10s} | {final:>9s} | {r['status']:9s}| "
+                     f"{len(r.get('float_layers') or []):5d} | {str(r.get('lowering') or '-')[:24]:24s}| {ms} |")
+    return lines
+
+
+def summary(rows: list[dict]) -> dict:
+    count = {s: sum(r["status"] == s for r in rows) for s in ("plain", "fallback", "refused", "missed", "failed")}
+    return {"pairs": len(rows), **count}
+
+
+def markdown(rows: list[dict], args) -> str:
+    s = summary(rows)
+    out = ["# int8 sweep: torchvision architectures on ONNX, TFLite and TorchScript", "",
+           f"Random weights, batch 1, {args.threads} thread(s), static int8 with each target's default "
+           f"lowering, then the fallback until cosine >= {MIN_COSINE}.", "",
+           f"{s['pairs']} (arch, target) pairs: {s['plain']} pass plain, {s['fallback']} needed the fallback, "
+           f"{s['refused']} refused, {s['missed'] + s['failed']} missed or failed.", "", *table(rows), ""]
+    notes = [f"- {r['arch']}/{r['target']}: {r['refusal']}" for r in rows if r.get("refusal")]
+    notes += [f"- {r['arch']}/{r['target']} plain: {r['plain']['error']['text']}"
+              for r in rows if (r.get("plain") or {}).get("error")]
+    notes += [f"- {r['arch']}/{r['target']} float layers: {', '.join(r['float_layers'])}"
+              for r in rows if r.get("float_layers")]
+    return "\n".join(out + (["## Notes", "", *notes, ""] if notes else []))
+
+
+def missed(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        if r["status"] in ("plain", "fallback"):
+            continue
+        if r["status"] == "refused" and r.get("refusal"):
+            continue
+        why = r.get("fallback_error") or (r.get("plain") or {}).get("error") or {}
+        cos = r.get("cosine")
+        out.append(f"{r['arch']}/{r['target']}: " + (f"cosine {cos:.4f} < {MIN_COSINE}" if cos is not None
+                                                      else f"{why.get('type')}: {why.get('text')}"))
+    return out
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma-separated, from: {', '.join(ARCHS)}")
+    ap.add_argument("--target", default=",".join(TARGETS))
+    ap.add_argument("--quick", action="store_true", help="small inputs, 8 calibration and 4 validation images")
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per artifact (interleaved)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-fallback", dest="fallback", action="store_false", help="the plain path only")
+    ap.add_argument("--arch-timeout", type=int, default=ARCH_TIMEOUT_S)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    for flag, given, known in (("--arch", args.arch, ARCHS), ("--target", args.target, TARGETS)):
+        bad = [x for x in given.split(",") if x not in known]
+        if bad:
+            ap.error(f"{flag} {','.join(bad)}: unknown; choose from {', '.join(known)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    common.quiet()
+    arch_names, tnames = args.arch.split(","), args.target.split(",")
+    if args.worker:  # a child: one architecture, rows appended as they end
+        with tempfile.TemporaryDirectory(prefix="int8-sweep-") as d:
+            def emit(row: dict) -> None:
+                with open(args.worker, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            sweep_arch(arch_names[0], tnames, args.quick, args.runs, args.threads, args.fallback, Path(d), emit)
+        return 0
+    from compressor.fsutil import write_text
+
+    rows: list[dict] = []
+    lines = table([])
+    print("\n".join(lines[:2]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="int8-sweep-") as d:
+        for arch in arch_names:
+            for row in _run_worker(arch, tnames, args, Path(d)):
+                rows.append(row)
+                print(table([row])[2], flush=True)
+    s = summary(rows)
+    print(f"{s['pairs']} pairs: {s['plain']} plain, {s['fallback']} fallback, {s['refused']} refused, "
+          f"{s['missed']} missed, {s['failed']} failed")
+    suite = "int8_sweep" + ("_quick" if args.quick else "")
+    write_text(args.out / f"{suite}.md", markdown(rows, args))
+    return common.finish(suite, args, rows, missed(rows), summary=s, min_cosine=MIN_COSINE,
+                         archs={a: {"input": ARCHS[a].quick_size if args.quick else ARCHS[a].size,
+                                    "note": ARCHS[a].note} for a in arch_names},
+                         calibration=f"{8 if args.quick else CALIB_IMAGES} synthetic 1/f-spectrum images",
+                         validation=f"{4 if args.quick else VAL_IMAGES} other such images")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())
