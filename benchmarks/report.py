@@ -111,7 +111,7 @@ def to_markdown(report: dict) -> str:
     cpu = report["machine"]["cpu"]
     lines = [f"## compressor: {report['name']}", ""]
     if ref.get("accuracy") is not None:
-        lines.append(f"Reference (PyTorch fp32): accuracy {100 * ref['accuracy']:.2f}% on "
+        lines.append(f"Reference ({_framework(ref)} fp32): accuracy {100 * ref['accuracy']:.2f}% on "
                      f"{ref['eval_samples']} evaluation samples.")
     lines += [f"Measured on {cpu['model']} ({', '.join(cpu['kernel_flags']) or 'no SIMD flags read'}), "
               f"device {b['device']}, {b['threads']} threads, batch {b['batch_sizes'][0]}, "
@@ -191,7 +191,7 @@ def print_table(report: dict, console=None) -> None:
     console.print(table)
     ref = report["reference"]
     if ref.get("accuracy") is not None:
-        console.print(f"reference: PyTorch fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
+        console.print(f"reference: {_framework(ref)} fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
                       "held-out samples; speed is against the same target's fp32 artifact")
     for r in report["artifacts"]:
         if r.get("status") == "skipped":
@@ -200,3 +200,7 @@ def print_table(report: dict, console=None) -> None:
             console.print(f"[red]{r['name']}: {r.get('status')}: {r.get('error')}[/red]")
         for note in r.get("notes", []):
             console.print(f"[yellow]{r['name']}: {note}[/yellow]")
+
+
+def _framework(ref: dict) -> str:
+    return {"keras": "Keras"}.get(ref.get("framework", "pytorch"), "PyTorch")

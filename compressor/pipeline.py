@@ -94,6 +94,10 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     from targets.validate import check, compare
 
     out = run_dir_for(recipe, out)
+    if recipe.model.keras is not None:  # TensorFlow's converter instead of the PyTorch flow below
+        from compressor.pipeline_keras import run_keras
+
+        return run_keras(recipe, out, overwrite or recipe.output.overwrite, show_progress, console, baseline)
     target_objs = {name: targets.get(name) for name in recipe.targets}
     world = init_from_env()
     if world.is_main:

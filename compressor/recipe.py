@@ -38,6 +38,8 @@ class ModelSpec(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
     weights: Path | None = Field(None, description="safetensors state dict for the factory's module")
     program: Path | None = Field(None, description="a torch.export .pt2 ExportedProgram (pickle inside: needs trusted)")
+    keras: Path | None = Field(None, description="a Keras model (.keras/.h5 file) or a SavedModel directory; "
+                               "TensorFlow's TFLiteConverter converts it (tflite target only)")
     trusted: bool = Field(False, description="allow formats that can run code when loaded (.pt2)")
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: list[str] | None = Field(None, description="names given to the model's outputs")
@@ -51,10 +53,11 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
-        if (self.factory is None) == (self.program is None):
-            raise ValueError("give exactly one of 'factory' (with optional 'weights') or 'program' (.pt2)")
-        if self.program is not None and self.weights is not None:
-            raise ValueError("'weights' goes with 'factory'; a .pt2 program carries its own weights")
+        if sum(x is not None for x in (self.factory, self.program, self.keras)) != 1:
+            raise ValueError("give exactly one of 'factory' (with optional 'weights'), 'program' (.pt2) "
+                             "or 'keras' (.keras/.h5 file or SavedModel directory)")
+        if self.factory is None and self.weights is not None:
+            raise ValueError("'weights' goes with 'factory'; a .pt2 program or a Keras model carries its own weights")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"input names must be unique, got {names}")
@@ -166,6 +169,21 @@ class Recipe(Strict):
     validation: ValidationSpec = ValidationSpec()
     output: OutputSpec = OutputSpec()
     budgets: BudgetsSpec | None = None
+
+    @model_validator(mode="after")
+    def _keras_goes_to_tflite(self) -> "Recipe":
+        # TFLiteConverter is the one converter here that reads Keras; the other targets trace PyTorch.
+        if self.model.keras is not None:
+            other = [t for t in self.targets if t != "tflite"]
+            if other:
+                raise ValueError(f"a Keras model converts only to the tflite target (TensorFlow's TFLiteConverter); "
+                                 f"{', '.join(other)} need a PyTorch model ('factory' or 'program'): use "
+                                 "'targets: {tflite: {}}'")
+            steps = sorted({s.kind for s in self.steps if s.kind != "quantize"})
+            if steps:
+                raise ValueError(f"a Keras model takes only 'quantize' steps; {', '.join(steps)} work on PyTorch "
+                                 "models ('factory' or 'program')")
+        return self
 
     @field_validator("targets", mode="before")
     @classmethod

@@ -144,3 +144,38 @@ def validate_keras(artifact: Artifact, model, inputs: dict[str, np.ndarray], tol
     fid = compare(ref, got, session.output_names)
     check(fid, tolerance, artifact.name)
     return fid
+
+
+def parameter_count(model) -> int | None:
+    """Weights of a Keras model (None for a bare SavedModel, which does not say)."""
+    count = getattr(model, "count_params", None)
+    return int(count()) if callable(count) else None
+
+
+def name_io(path: Path, inputs: list[str], outputs: list[str] | None) -> dict:
+    """Give the .tflite signature the recipe's input names (and output names when the recipe
+    gives them), so that the recipe's data and reports line up with the artifact. Names the
+    converter already took from the Keras model are kept; a single input or output is
+    renamed; several that do not match are a recipe error."""
+    from compressor.errors import RecipeError
+    from targets.tflite import flatbuf
+
+    m = flatbuf.read(path)
+    sig = (m.signatureDefs or [None])[0]
+    if sig is None:
+        raise ExportError(f"{path}: the converted model has no signature to name its inputs")
+    renames = [(sig.inputs, inputs, "inputs")] + ([(sig.outputs, outputs, "outputs")] if outputs else [])
+    for tensors, names, what in renames:
+        have = [(t.name or b"").decode() for t in tensors]
+        if sorted(have) == sorted(names):
+            continue
+        if len(tensors) != len(names):
+            raise RecipeError(f"model.{what}: the Keras model has {len(have)} {what} ({', '.join(have)}), the recipe "
+                              f"names {len(names)}")
+        if len(tensors) > 1:
+            raise RecipeError(f"model.{what}: the Keras model's {what} are named {have}; name them so in the recipe")
+        tensors[0].name = names[0].encode()
+        m.subgraphs[sig.subgraphIndex].tensors[tensors[0].tensorIndex].name = tensors[0].name
+    flatbuf.write(m, path)
+    return {"input_names": [(t.name or b"").decode() for t in sig.inputs],
+            "output_names": [(t.name or b"").decode() for t in sig.outputs]}
