@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue QAT from the checkpoints in the run directory (after an interruption)")
 
+    t = sub.add_parser("tune", help="search the recipe's tune space for the fastest/smallest configuration "
+                       "within its accuracy budget (an Optuna study; rerun to continue it)")
+    t.add_argument("recipe", type=Path)
+    t.add_argument("--trials", type=_positive, help="trials in the study in all (default: the recipe's tune.trials)")
+    t.add_argument("--storage", help="SQLAlchemy database URL of the study (default: sqlite:///OUT/study.db)")
+    t.add_argument("--study", help="study name (default: tune.study or the recipe's name)")
+    t.add_argument("--out", type=Path, help="tune directory (default: runs/NAME-tune)")
+    t.add_argument("--no-progress", action="store_true")
+
     d = sub.add_parser("demo", help="run the shipped recipe on the shipped digits CNN")
     d.add_argument("--out", type=Path, default=Path("runs/digits-demo"))
     d.add_argument("--no-progress", action="store_true")
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore")
     try:
-        return {"run": _run, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
+        return {"run": _run, "tune": _tune, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
                 "schema": _schema}[args.command](args)
     except CompressorError as e:
         partial = getattr(e, "report", None)
@@ -140,6 +149,18 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     print_table(report)
     print(f"run directory: {out}  (report.md, report.json, manifest.json, artifacts/)")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from compressor.tune.study import run_tune
+
+    recipe = _load(args.recipe)
+    out = args.out or Path("runs") / f"{recipe.name}-tune"
+    report = run_tune(recipe, out, trials=args.trials, storage=args.storage, study_name=args.study,
+                      show_progress=not args.no_progress)
+    print(report["verdict"])
+    print(f"tune directory: {out}  (tune.md, tune.json, tune.html, best.yaml, trials/)")
     return 0
 
 

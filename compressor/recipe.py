@@ -22,6 +22,7 @@ from compressor.errors import RecipeError
 from compressor.prune.config import PruneStep
 from compressor.qat.config import QatStep
 from compressor.strict import Strict  # re-exported: step configs beside their steps share it
+from compressor.tune.config import TuneSpec
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -169,6 +170,8 @@ class Recipe(Strict):
     validation: ValidationSpec = ValidationSpec()
     output: OutputSpec = OutputSpec()
     budgets: BudgetsSpec | None = None
+    tune: TuneSpec | None = Field(None, description="accuracy-aware tuning: `compressor tune` searches this "
+                                  "space (ignored by `compressor run`)")
 
     @model_validator(mode="after")
     def _keras_goes_to_tflite(self) -> "Recipe":

@@ -1,0 +1,1 @@
+"""Accuracy-aware tuning: a study over the compression space of a recipe (`compressor tune`)."""
