@@ -44,10 +44,12 @@ class BenchConfig:
     reference: bool = True                     # also time the fixed reference workload (normalisation)
 
 
-def measure(path: Path, config: BenchConfig, eval_data: Path | None = None) -> Metrics:
+def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layout: dict | None = None) -> Metrics:
     """Measure one artifact file. `eval_data` is an .npz of evaluation inputs keyed by
-    input name, with 'labels' for accuracy."""
-    job = {"path": str(path), "config": asdict(config), "eval_data": str(eval_data) if eval_data else None}
+    input name, with 'labels' for accuracy, in the model's declared layout; `layout`
+    (targets.layout) names the inputs and outputs the artifact takes and gives NHWC."""
+    job = {"path": str(path), "config": asdict(config), "eval_data": str(eval_data) if eval_data else None,
+           "layout": layout}
     if not config.isolate:
         return Metrics.from_json(run_job(job))
     env = dict(os.environ)
@@ -73,6 +75,7 @@ def run_job(job: dict) -> dict:
     """The measurement itself; runs inside the worker (or in-process when not isolated)."""
     import targets
     from targets.base import Device, run_batched
+    from targets.layout import outputs_from
 
     cfg = BenchConfig(**{**job["config"], "batch_sizes": tuple(job["config"]["batch_sizes"]),
                          "shapes": {k: tuple(v) for k, v in job["config"]["shapes"].items()}})
@@ -94,7 +97,7 @@ def run_job(job: dict) -> dict:
         raise errors.InputShapeError(f"--shape names {unknown}, but the model's inputs are "
                                      f"{[s.name for s in session.inputs]}")
 
-    eval_inputs, labels = _load_eval(job.get("eval_data"), session)
+    eval_inputs, labels = _load_eval(job.get("eval_data"), session, job.get("layout"))
     reference = None
     if cfg.reference:
         from benchmarks.reference import ReferenceWorkload
@@ -111,7 +114,8 @@ def run_job(job: dict) -> dict:
 
     accuracy = None
     if eval_inputs is not None and labels is not None:
-        outputs = run_batched(session, eval_inputs, ACCURACY_BATCH)
+        outputs = outputs_from(run_batched(session, eval_inputs, ACCURACY_BATCH), session.output_names,
+                               job.get("layout"))
         accuracy = float((outputs[0].reshape(len(labels), -1).argmax(-1) == labels).mean())
     peak_rss = _peak_rss_mb() if cfg.isolate else None
     ref_all = [r for lat in latencies for r in lat.ref_blocks_ms]
@@ -181,12 +185,16 @@ def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
     return feeds
 
 
-def _load_eval(path: str | None, session) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+def _load_eval(path: str | None, session, layout: dict | None = None) -> tuple[dict[str, np.ndarray] | None,
+                                                                               np.ndarray | None]:
     if not path:
         return None, None
+    from targets.layout import feeds_for
+
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     labels = arrays.pop("labels", None)
+    arrays = feeds_for(arrays, layout)  # the artifact's own layout (NHWC inputs of a channels-last export)
     inputs = {s.name: arrays[s.name].astype(s.dtype, copy=False) for s in session.inputs if s.name in arrays}
     if len(inputs) != len(session.inputs):
         return None, None

@@ -91,6 +91,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     import targets
     from benchmarks import report as reports
     from benchmarks.harness import BenchConfig, measure
+    from targets.layout import layout_of
     from targets.validate import check, compare
 
     out = run_dir_for(recipe, out)
@@ -175,7 +176,9 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                 try:
                     session = target.open_session(artifact.path, targets.Device.parse(bench.device), bench.threads)
                     from targets.base import run_batched
-                    fid = compare(src_ref.outputs, run_batched(session, ref.inputs, VALIDATION_BATCH),
+                    from targets.layout import feeds_for, outputs_from
+                    got = run_batched(session, feeds_for(ref.inputs, artifact.meta), VALIDATION_BATCH)
+                    fid = compare(src_ref.outputs, outputs_from(got, session.output_names, artifact.meta),
                                   artifact.meta.get("output_names") or session.output_names)
                     del session
                     row["fidelity"] = {**fid.to_json(), "on_real_data": ref.on_real_data}
@@ -194,7 +197,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                 done.append((row, artifact))
         for row, artifact in done:
             progress.update(task, description=f"benchmark {row['name']}")
-            row["metrics"] = measure(artifact.path, bench, eval_npz).to_json()
+            row["metrics"] = measure(artifact.path, bench, eval_npz, layout_of(artifact.meta)).to_json()
             progress.advance(task)
         if pruned:
             from compressor.pipeline_prune import measure_dense

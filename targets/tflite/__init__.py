@@ -62,6 +62,8 @@ class TFLiteTarget(Target):
 
                 meta = {**{k: base.meta[k] for k in ("output_names", "input_names", "channels_last")
                            if k in base.meta}, **lower_from_fp32(base.path, staged, variant)}
+            if opts.channels_last:  # validation and the harness feed these tensors NHWC
+                meta.update(_nhwc_tensors(model, meta))
             if opts.compact:
                 meta["compacted"] = convert.compact_file(staged)
             runtime.check_tflite_file(staged)
@@ -79,3 +81,12 @@ class TFLiteTarget(Target):
         from targets.tflite.runtime import LiteSession
 
         return LiteSession(path, device, threads, signature=signature)
+
+
+def _nhwc_tensors(model: "Model", meta: dict) -> dict:
+    """Which inputs and outputs the channels-last artifact takes and gives NHWC: the 4-D
+    ones (litert-torch's to_channel_last_io wraps exactly those)."""
+    outs = model.run({s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs())})
+    names = meta.get("output_names") or [f"output_{i}" for i in range(len(outs))]
+    return {"nhwc_inputs": [s.name for s in model.inputs if len(s.shape) == 4],
+            "nhwc_outputs": [n for n, o in zip(names, outs) if o.ndim == 4]}
