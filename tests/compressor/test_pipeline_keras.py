@@ -92,3 +92,11 @@ def test_a_keras_variant_with_settings_the_converter_lacks_is_refused(keras_dir,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "calibration" in err and "'p'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_keras_model_is_one_line_and_exit_2(write_recipe, tmp_path, capsys):
+    recipe = write_recipe(RECIPE.format(targets="{tflite: {}}"))  # no digits.keras beside it
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "digits.keras" in err and "no such file" in err
+    assert not (tmp_path / "run").exists()
