@@ -14,7 +14,7 @@ import numpy as np
 
 from compressor import sysinfo
 from compressor.data import Dataset, load_dataset
-from compressor.errors import CompressorError, FidelityError, RecipeError
+from compressor.errors import CompressorError, FidelityError, ModelLoadError, RecipeError
 from compressor.fsutil import sha256, write_json, write_text
 from compressor.recipe import QuantVariant, Recipe
 
@@ -40,6 +40,8 @@ def run_keras(recipe: Recipe, out: Path, overwrite: bool = False, show_progress:
     for variant in recipe.quant_variants:
         _check_variant(variant)
     source = recipe.resolve(recipe.model.keras)
+    if not source.exists():  # before TensorFlow's import, which takes seconds
+        raise ModelLoadError(f"keras model {source}: no such file or directory; fix 'model.keras' in the recipe")
     model = load_keras(source)
     pipeline.prepare_run_dir(out, overwrite)
     data, specs = recipe.data, recipe.model.inputs
