@@ -30,7 +30,7 @@ CALIB_BATCH = 16
 def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
                 calibration: Dataset | None) -> tuple[nn.Module, dict]:
     from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization.quantize_fx import convert_fx
 
     if calibration is None or len(calibration) == 0:
         raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
@@ -42,13 +42,14 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
     mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
     for name in v.exclude:
         mapping.set_module_name(name, None)
-    try:
-        prepared = prepare_fx(float_model, mapping, example)
-    except Exception as e:  # torch.fx raises TraceError, TypeError, RuntimeError, ...
-        raise ExportError(f"TorchScript static int8 ({v.label}) failed: torch.fx cannot prepare the model "
-                          f"({type(e).__name__}: {first_line(e)}); FX graph mode needs a model it can trace "
-                          "symbolically (no branching on tensor values); dynamic int8 does not") from None
-    _clamp_observers(prepared, relu6)
+    prepared = _prepare(float_model, mapping, example, v)
+    if unclamped := _clamp_observers(prepared, relu6):
+        # A convolution kept in float (excluded) has no int8 output range ending at 6 to
+        # do ReLU6's job: the ReLU6 after it stays, and the model is prepared again.
+        float_model = copy.deepcopy(module).eval()
+        relu6 = _relu6_after_conv(float_model, keep=unclamped)
+        prepared = _prepare(float_model, mapping, example, v)
+        _clamp_observers(prepared, relu6)
     data = calibration.take(v.calibration_samples)
     with torch.no_grad():
         for batch in data.batches(CALIB_BATCH):
@@ -65,6 +66,17 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
         "calibration": v.calibration, "observer": _observer(v).__name__, "calibration_samples": len(data),
         "relu6_fused": len(relu6), "excluded": list(v.exclude),
     }
+
+
+def _prepare(float_model: nn.Module, mapping, example: tuple[torch.Tensor, ...], v: QuantVariant):
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    try:
+        return prepare_fx(float_model, mapping, example)
+    except Exception as e:  # torch.fx raises TraceError, TypeError, RuntimeError, ...
+        raise ExportError(f"TorchScript static int8 ({v.label}) failed: torch.fx cannot prepare the model "
+                          f"({type(e).__name__}: {first_line(e)}); FX graph mode needs a model it can trace "
+                          "symbolically (no branching on tensor values); dynamic int8 does not") from None
 
 
 def _observer(v: QuantVariant):
@@ -97,54 +109,67 @@ def _check_exclude(module: nn.Module, exclude: list[str]) -> None:
                           f"module names such as {some}")
 
 
-def _relu6_after_conv(module: nn.Module) -> list[str]:
+def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
     """Turn each nn.ReLU6 that directly follows a Conv2d (or its BatchNorm2d) into
-    nn.ReLU, so that FX fuses it into the convolution; return the names of those convs.
+    nn.ReLU, so that FX fuses it into the convolution; return {conv name: ReLU6 name}.
 
     Int8 ReLU6 as a separate op (hardtanh on a quantized tensor plus a copy) is half of
     MobileNetV2's int8 run time. Fused, the convolution's output observer is clamped at
     6 (`_clamp_observers`), so the quantized range ends at 6 and saturation does ReLU6's
-    job exactly; calibration sees the clamped values too.
+    job exactly; calibration sees the clamped values too. A ReLU6 module that is also
+    called after something other than a convolution (one module reused), or is named in
+    `keep`, stays: replacing it would drop the clamp at its other calls.
     """
     try:
         graph = torch.fx.symbolic_trace(module).graph
     except Exception:
-        return []  # prepare_fx will report why the model does not trace
+        return {}  # prepare_fx will report why the model does not trace
     mods = dict(module.named_modules())
-    convs = []
+    calls: dict[str, list[str | None]] = {}  # ReLU6 name -> the conv before each of its calls (None: no conv)
     for node in graph.nodes:
-        if node.op != "call_module" or not _is_relu6(mods.get(node.target)):
+        if node.op == "call_module" and _is_relu6(mods.get(node.target)):
+            calls.setdefault(node.target, []).append(_conv_before(node, mods))
+    fused = {}
+    for name, convs in calls.items():
+        if name in keep or None in convs:
             continue
-        src = node.args[0] if node.args else None
-        if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
-            continue
-        if isinstance(mods.get(src.target), nn.BatchNorm2d) and src.args:
-            bn_src = src.args[0]
-            if isinstance(bn_src, torch.fx.Node) and len(bn_src.users) == 1:
-                src = bn_src
-        if bn_or_conv := mods.get(src.target):
-            if isinstance(bn_or_conv, nn.Conv2d):
-                parent, _, leaf = node.target.rpartition(".")
-                setattr(module.get_submodule(parent) if parent else module, leaf, nn.ReLU(inplace=False).train(module.training))
-                convs.append(src.target)
-    return convs
+        parent, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, leaf, nn.ReLU(inplace=False).train(module.training))
+        fused.update((conv, name) for conv in convs)
+    return fused
+
+
+def _conv_before(node: torch.fx.Node, mods: dict[str, nn.Module]) -> str | None:
+    """The Conv2d whose output (through its BatchNorm2d, if any) only `node` reads."""
+    src = node.args[0] if node.args else None
+    if not isinstance(src, torch.fx.Node) or src.op != "call_module" or len(src.users) != 1:
+        return None
+    if isinstance(mods.get(src.target), nn.BatchNorm2d) and src.args:
+        bn_src = src.args[0]
+        if isinstance(bn_src, torch.fx.Node) and bn_src.op == "call_module" and len(bn_src.users) == 1:
+            src = bn_src
+    return src.target if isinstance(mods.get(src.target), nn.Conv2d) else None
 
 
 def _is_relu6(m: nn.Module | None) -> bool:
     return isinstance(m, nn.ReLU6) or (type(m) is nn.Hardtanh and m.min_val == 0.0 and m.max_val == 6.0)
 
 
-def _clamp_observers(prepared: torch.fx.GraphModule, convs: list[str]) -> None:
+def _clamp_observers(prepared: torch.fx.GraphModule, relu6: dict[str, str]) -> set[str]:
+    """Clamp at 6 the output observer of each convolution in `relu6`; return the ReLU6
+    names of those that have none (left in float): their ReLU6 must stay."""
     from torch.ao.quantization.observer import ObserverBase
 
-    wanted = set(convs)
+    clamped = set()
     for node in prepared.graph.nodes:
-        if node.op != "call_module" or node.target not in wanted:
+        if node.op != "call_module" or node.target not in relu6:
             continue
         for user in node.users:
             obs = getattr(prepared, str(user.target), None) if user.op == "call_module" else None
             if isinstance(obs, ObserverBase):
                 obs.__class__ = _clamped(type(obs))
+                clamped.add(node.target)
+    return {name for conv, name in relu6.items() if conv not in clamped}
 
 
 _CLAMPED: dict[type, type] = {}

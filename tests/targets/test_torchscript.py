@@ -128,6 +128,47 @@ def test_relu6_is_fused_into_the_convolution_and_still_clamps_at_six(tmp_path):
     assert cos.min() > 0.99
 
 
+class SharedReLU6(nn.Module):
+    """One ReLU6 module called after a convolution and again after an add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.conv2, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.ReLU6()
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        return self.act(y + self.conv2(y)).flatten(1)
+
+
+class ConvReLU6(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6()
+
+    def forward(self, x):
+        return self.act(self.conv(x)).flatten(1)
+
+
+@pytest.mark.parametrize("module_cls, exclude", [(SharedReLU6, []), (ConvReLU6, ["conv"])],
+                         ids=["reused-after-an-add", "after-an-excluded-conv"])
+def test_relu6_that_cannot_be_fused_still_clamps_at_six(tmp_path, module_cls, exclude):
+    # Fusing means the int8 output range of the convolution does the clamping; a ReLU6
+    # module reused elsewhere, or one after a float convolution, has no such range.
+    torch.manual_seed(0)
+    module = module_cls().eval()
+    with torch.no_grad():
+        module.conv.weight.mul_(20)  # pre-activations up to ~12: the clamp at 6 matters
+    model = Model(module=module, inputs=[InputSpec(name="x", shape=[1, 3, 8, 8])])
+    data = Dataset({"x": np.random.default_rng(0).random((64, 3, 8, 8), dtype=np.float32)})
+    art = targets.get("torchscript").export(model, QuantVariant(mode="static", exclude=exclude), tmp_path / "r6",
+                                            {}, data)
+    assert art.meta["relu6_fused"] == 0
+    x = data.inputs["x"][:16]
+    ref, got = model.run({"x": x})[0], open_(art.path).run({"x": x})[0]
+    assert ref.max() == pytest.approx(6.0) and got.max() < 6.25  # one int8 step above 6 at most (was 11 to 13)
+    assert np.abs(got - ref).max() < 0.5
+
+
 class Branchy(nn.Module):
     def forward(self, x):
         if x.sum() > 0:  # data-dependent: a trace would keep one branch
