@@ -144,3 +144,37 @@ def test_bad_space_is_one_line_exit_2(tmp_path, capsys, old, new, says):
     assert main(["tune", str(recipe), "--out", str(tmp_path / "s"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and len(err.splitlines()) == 1, err
+
+
+INC_RECIPE = RECIPE.split("tune:")[0] + f"""\
+tune:
+  engine: inc
+  trials: 2
+  budget: {{max_accuracy_drop: {MAX_DROP}}}
+  benchmark: {{runs: 20, warmup: 2, warmup_s: 0.02}}
+"""
+
+
+def test_inc_engine_quantizes_with_autotune_and_hands_the_graph_to_onnx(tmp_path):
+    import onnx
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(INC_RECIPE)
+    assert main(["tune", str(recipe), "--out", str(tmp_path / "inc"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "inc" / "tune.json").read_text())
+    assert report["engine"] == "inc" and report["trials"][0]["role"] == "baseline"
+    inc = [t for t in report["trials"] if t["role"] == "inc" and t["state"] == "complete"]
+    assert len(inc) == 1, report["trials"]
+    t = inc[0]
+    # Measured by ONNX Runtime on the held-out digits, not INC's PyTorch figure.
+    assert t["accuracy_drop"] <= MAX_DROP and t["feasible"] and t["cosine"] > 0.99
+    ops = {n.op_type for n in onnx.load(t["artifact"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert report["comparison"]["speedup"] > 0 and report["verdict"]
+
+
+def test_inc_engine_refuses_targets_that_cannot_lower_its_graph(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(INC_RECIPE.replace("targets: [onnx]", "targets: [torchscript]"))
+    assert main(["tune", str(recipe), "--out", str(tmp_path / "inc"), "--no-progress"]) == 2
+    assert "engine inc hands PT2E x86 graphs to the onnx target" in capsys.readouterr().err
