@@ -2,7 +2,8 @@
 
 A `Dataset` holds arrays keyed by model input name (first axis = samples) and
 optional integer labels. Sources: the built-in `digits` (scikit-learn's real
-handwritten digits, 8x8), an `.npz` file, or a Python callable `pkg.module:fn`.
+handwritten digits, 8x8), the built-in `sentences` (sentence-like token ids for text
+encoders, compressor.zoo.text), an `.npz` file, or a Python callable `pkg.module:fn`.
 """
 
 from __future__ import annotations
@@ -73,15 +74,44 @@ def load_dataset(src: DataSource, inputs: list[InputSpec], base_dir: Path = Path
     if src.source == "digits":
         x, y = digits_arrays(src.split)
         ds = _single_input("digits", x, y, inputs)
+    elif src.source == "sentences":
+        ds = sentences(src.split, inputs, src.vocab_size)
     elif src.source.endswith(".npz"):
         ds = _from_npz(base_dir / src.source if not Path(src.source).is_absolute() else Path(src.source), inputs)
     elif ":" in src.source:
         ds = _from_callable(src.source, src.split, inputs, base_dir)
     else:
-        raise DataError(f"data source {src.source!r}: use 'digits', a path ending in .npz, "
+        raise DataError(f"data source {src.source!r}: use 'digits', 'sentences', a path ending in .npz, "
                         "or a callable 'pkg.module:function'")
     _check(ds, inputs, src.source)
     return ds.take(src.limit)
+
+
+def sentences(split: str, inputs: list[InputSpec], vocab_size: int | None = None) -> Dataset:
+    """Sentence-like token ids for the model's text inputs (input_ids, attention_mask,
+    token_type_ids, padded to the declared sequence length). The train/test split is a
+    fixed cut of one seeded set of TEXT_SAMPLES sequences."""
+    from compressor.zoo.text import BERT_VOCAB, TEXT_SAMPLES, sentence_tokens
+
+    names = [i.name for i in inputs]
+    known = ("input_ids", "attention_mask", "token_type_ids")
+    other = [n for n in names if n not in known]
+    if "input_ids" not in names or other:
+        raise DataError(f"data source 'sentences' feeds text encoders with inputs named {', '.join(known)} "
+                        f"(input_ids required); the model declares {names}")
+    shapes = {tuple(i.shape[1:]) for i in inputs}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise DataError(f"data source 'sentences' gives [batch, sequence] token arrays; the model declares "
+                        f"{', '.join(f'{i.name} {i.shape}' for i in inputs)}")
+    seq_len = next(iter(shapes))[0]
+    try:
+        arrays = sentence_tokens(TEXT_SAMPLES, seq_len, vocab_size or BERT_VOCAB,
+                                 type_vocab_size=2 if "token_type_ids" in names else 1)
+    except ValueError as e:
+        raise DataError(f"data source 'sentences': {e}") from None
+    cut = TEXT_SAMPLES * 3 // 4
+    part = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}[split]
+    return Dataset({n: arrays[n][part] for n in names})
 
 
 def _single_input(origin: str, x: np.ndarray, y: np.ndarray | None, inputs: list[InputSpec]) -> Dataset:

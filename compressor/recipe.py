@@ -66,9 +66,18 @@ class ModelSpec(Strict):
 
 
 class DataSource(Strict):
-    source: str = Field(description="'digits' (built in), a path to an .npz file, or 'pkg.module:callable'")
+    source: str = Field(description="'digits' or 'sentences' (built in), a path to an .npz file, or "
+                        "'pkg.module:callable'")
     split: Literal["train", "test", "all"] = "all"
     limit: int | None = Field(None, ge=1, description="use at most this many samples")
+    vocab_size: int | None = Field(None, ge=8, description="sentences: token ids stay below this "
+                                   "(default 30522, BERT's vocabulary)")
+
+    @model_validator(mode="after")
+    def _vocab_for_sentences(self) -> "DataSource":
+        if self.vocab_size is not None and self.source != "sentences":
+            raise ValueError(f"'vocab_size' applies to the 'sentences' source only, not {self.source!r}")
+        return self
 
 
 class DataSpec(Strict):
