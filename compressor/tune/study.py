@@ -60,9 +60,7 @@ def storage_url(spec: TuneSpec, out: Path) -> str:
     return spec.storage or f"sqlite:///{(out / 'study.db').resolve()}"
 
 
-def open_storage(url: str):
-    """An RDB storage for `url`, or one line saying what is wrong with it."""
-    import optuna
+def check_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -71,6 +69,13 @@ def open_storage(url: str):
     except ArgumentError:
         raise RecipeError(f"study storage {url!r} is not a database URL; use sqlite:///path/study.db or a "
                           "SQLAlchemy URL such as postgresql://user@host/db") from None
+
+
+def open_storage(url: str):
+    """An RDB storage for `url`, or one line saying what is wrong with it."""
+    import optuna
+
+    check_url(url)
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except Exception as e:  # missing driver, unreachable server, unwritable file: all one line
@@ -98,13 +103,15 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
     base = _base_dict(recipe)
     check_space(base, spec, target)
     out = Path(out)
-    _prepare_out(out)
     if spec.engine == "inc":
         from compressor.tune.inc import run_inc
 
+        _prepare_out(out)
         return run_inc(recipe, spec, target, out, show_progress=show_progress, console=console)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(spec, out)
+    check_url(url)  # before anything is written
+    _prepare_out(out)
     store = open_storage(url)
     name = spec.study or recipe.name
     study = _open_study(store, name, spec)
@@ -116,7 +123,7 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
         study.enqueue_trial({}, user_attrs={"role": ROLE_BASELINE})
     remaining = max(0, spec.trials - len(done))
     study.sampler = _sampler(spec, seed_offset=len(study.trials))
-    started = time.perf_counter()
+    started, finished = time.perf_counter(), False
     try:
         with _progress(show_progress, console, remaining) as (progress, task):
             def after(st, frozen) -> None:
@@ -125,8 +132,9 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
             if remaining:
                 study.optimize(lambda t: _objective(t, ctx), n_trials=remaining, timeout=spec.timeout_s,
                                catch=(CompressorError,), callbacks=[after], gc_after_trial=False)
-    finally:  # an interrupted study still reports what it has
-        report = build_report(study, ctx, safe_url(url), name, time.perf_counter() - started)
+        finished = True
+    finally:  # an interrupted study still reports what it has (without measuring again)
+        report = build_report(study, ctx, safe_url(url), name, time.perf_counter() - started, confirm=finished)
         write_report(out, report, ctx)
     return report
 
@@ -210,6 +218,9 @@ def _objective(trial, ctx: TuneContext) -> tuple[float, ...]:
         if report is None:
             trial.set_user_attr("error", first_line(e))
             raise TrialFailed(f"trial {trial.number}: {first_line(e)}") from None
+    except Exception as e:  # a library failing on one configuration must not end the whole study
+        trial.set_user_attr("error", f"{type(e).__name__}: {first_line(e)}")
+        raise TrialFailed(f"trial {trial.number}: {type(e).__name__}: {first_line(e)}") from None
     from compressor.fsutil import write_text
 
     write_text(trial_dir / "recipe.yaml", to_yaml(d))
