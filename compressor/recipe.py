@@ -86,6 +86,31 @@ class DataSpec(Strict):
     train: DataSource | None = None
 
 
+class FallbackSpec(Strict):
+    """A fidelity/accuracy budget an int8 variant must meet on its target's runtime, and
+    how far the toolchain may go (float layers, other lowerings) to meet it."""
+
+    min_cosine: float | None = Field(0.99, ge=-1, le=1, description="mean output cosine against the float model "
+                                     "on the validation inputs, at least")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100, description="accuracy drop against the float "
+                                            "model on the evaluation data, in percentage points, at most")
+    max_float_layers: int | None = Field(None, ge=0, description="at most this many layers kept in float "
+                                         "(None: as many as it takes)")
+    alternatives: bool = Field(True, description="when no float-layer set meets the budget, try the target's "
+                               "other lowerings (calibration, per-tensor, symmetric, float op types)")
+    granularity: Literal["layer", "block"] = Field(
+        "layer", description="what is ranked and kept in float: leaf layers, or blocks (the model's top-level "
+        "children, or its main stage's)")
+    sensitivity_samples: int = Field(128, ge=8, description="validation inputs the sensitivity ranking is "
+                                     "measured on")
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> "FallbackSpec":
+        if self.min_cosine is None and self.max_accuracy_drop is None:
+            raise ValueError("give min_cosine and/or max_accuracy_drop")
+        return self
+
+
 class QuantVariant(Strict):
     name: str | None = Field(None, description="artifact label; defaults to the precision, e.g. 'int8-static'")
     mode: Literal["static", "dynamic", "fp16", "qat"] = Field(
@@ -96,7 +121,22 @@ class QuantVariant(Strict):
     calibration_samples: int = Field(128, ge=1)
     per_channel: bool = True
     symmetric_activations: bool = False
-    exclude: list[str] = Field(default_factory=list, description="layer (node) names kept in float")
+    exclude: list[str] = Field(default_factory=list, description="layers kept in float: PyTorch module names "
+                               "on every target (a block's name keeps all of it); ONNX node names on onnx too")
+    exclude_ops: list[str] = Field(
+        default_factory=list, description="operator kinds kept in float everywhere in the model. onnx: ONNX op "
+        "types (HardSigmoid, Softmax, LayerNormalization, Mul, ...); torchscript, tflite, pt2: PyTorch module "
+        "class names (Hardsigmoid, LayerNorm, Softmax, or a class of the model such as SqueezeExcite)")
+    fallback: FallbackSpec | None = Field(
+        None, description="keep the most sensitive layers in float, and try other lowerings, until this "
+        "budget holds on the target's runtime (None: export as given)")
+
+    @model_validator(mode="after")
+    def _fallback_needs_int8(self) -> "QuantVariant":
+        if self.fallback is not None and self.mode == "fp16":
+            raise ValueError("fallback keeps layers of an int8 variant in float; fp16 has none to keep "
+                             "(drop 'fallback' or use mode static/dynamic)")
+        return self
 
     @property
     def label(self) -> str:

@@ -78,14 +78,12 @@ def pt2e_quantizer(family: str, bits: int, per_channel: bool, qat: bool, keep_fl
         for name in keep_float:
             q.set_module_name_qconfig(name, None)
         return q
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-
-    q = PT2EQuantizer()
+    q = litert_quantizer()
     if only is not None:
         return q.set_module_name(only, config)
     q.set_global(config)
     for name in keep_float:
-        q.set_module_name(name, None)
+        q.keep_float(name)
     return q
 
 
@@ -113,3 +111,53 @@ def fx_qconfig_mapping(bits: int, per_channel: bool, qat: bool, keep_float: list
     for name in keep_float:
         mapping.set_module_name(name, None)
     return mapping
+
+
+def litert_quantizer():
+    """litert-torch's PT2EQuantizer, with module names that match. Its name filter reads
+    nn_module_stack keys as 'L__self___<path with _ for .>'; torch.export now writes
+    'L__self__<path>' keys (and dots in names are ambiguous that way), so set_module_name
+    matched nothing: an excluded layer was quantized anyway. Here the filter reads the
+    qualified names stored as the stack's values."""
+    import contextlib
+
+    from litert_torch.quantize import pt2e_quantizer as lq
+
+    @contextlib.contextmanager
+    def fixed_filter():
+        original = lq._get_module_name_filter
+        lq._get_module_name_filter = _module_name_filter
+        try:
+            yield
+        finally:
+            lq._get_module_name_filter = original
+
+    class Quantizer(lq.PT2EQuantizer):
+        def annotate(self, model):
+            with fixed_filter():
+                return super().annotate(model)
+
+        # set_module_name(name, None) raises "not supported yet"; a None entry is what the
+        # annotator needs: the global pass skips the module and nothing else annotates it.
+        def keep_float(self, name: str):
+            self.module_name_config[name] = None
+            return self
+
+        def keep_float_type(self, module_type: type):
+            self.module_type_config[module_type] = None
+            return self
+
+    return Quantizer()
+
+
+def _module_name_filter(module_name: str):
+    prefix = module_name + "."
+
+    def accept(node) -> bool:
+        for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+            path = str(path).removeprefix("L['self'].")
+            if path == module_name or path.startswith(prefix):
+                return True
+        return False
+
+    return accept

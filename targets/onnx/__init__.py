@@ -59,7 +59,8 @@ class OnnxTarget(Target):
                 meta = {**{k: base.meta[k] for k in ("dynamic_batch", "output_names") if k in base.meta},
                         **lower(base.path, staged, variant, calibration, bool(base.meta.get("dynamic_batch")),
                                 work, external)}
-            _compact(staged, int8=bool(variant) and variant.mode in ("static", "qat"), meta=meta)
+            _compact(staged, int8=bool(variant) and variant.mode in ("static", "qat"), meta=meta,
+                     keep_scopes=variant is None)
             if variant is not None and variant.mode == "qat":
                 from targets.onnx.fused import fused_op_types
 
@@ -88,11 +89,12 @@ class OnnxTarget(Target):
         return external_data_files(path)
 
 
-def _compact(path: Path, int8: bool, meta: dict) -> None:
+def _compact(path: Path, int8: bool, meta: dict, keep_scopes: bool = False) -> None:
     from targets.onnx.compact import compact_file, has_subgraphs
 
     rename = int8 and not has_subgraphs(path)
-    compact_file(path, rename_tensors=rename)
+    # The fp32 graph keeps its nodes' module paths: int8 lowerings exclude layers by module name.
+    compact_file(path, rename_tensors=rename, keep_scopes=keep_scopes)
     meta["compacted"] = "debug info, shapes, zero weight zero-points, tensor names" if rename else "debug info, shapes"
 
 

@@ -23,20 +23,26 @@ import numpy as np
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-def compact_file(path: Path, rename_tensors: bool) -> None:
+def compact_file(path: Path, rename_tensors: bool, keep_scopes: bool = False) -> None:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    strip_debug(proto)
+    strip_debug(proto, keep_scopes)
     if rename_tensors:
         drop_zero_weight_zero_points(proto)
         compact_names(proto)
     onnx.save(proto, str(path))
 
 
-def strip_debug(proto) -> None:
+def strip_debug(proto, keep_scopes: bool = False) -> None:
+    """`keep_scopes` keeps each node's module path (targets/onnx/scopes.py): the fp32
+    graph that int8 lowerings start from needs it to map module names to nodes."""
+    from targets.onnx.scopes import SCOPE_KEY
+
     for node in proto.graph.node:
+        kept = [p for p in node.metadata_props if keep_scopes and p.key == SCOPE_KEY]
         del node.metadata_props[:]
+        node.metadata_props.extend(kept)
         node.doc_string = ""
     del proto.graph.value_info[:]
 

@@ -13,6 +13,7 @@ import numpy as np
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, first_line
 from compressor.recipe import QuantVariant
+from targets.onnx.scopes import nodes_to_exclude
 
 CALIB_BATCH = 16
 ENTROPY_BINS = 2048
@@ -66,6 +67,7 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
         raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
                         "to the recipe")
     data = calibration.take(v.calibration_samples)
+    skip = nodes_to_exclude(src, v.exclude, v.exclude_ops)
     pre = work / "pre.onnx"
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
@@ -80,7 +82,7 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
         quantize_static(str(pre), str(dst), None, calibration_cache_path=str(cache),
                         quant_format=QuantFormat.QDQ, per_channel=v.per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method, nodes_to_exclude=list(v.exclude),
+                        calibrate_method=method, nodes_to_exclude=skip,
                         use_external_data_format=external_data,
                         extra_options={"ActivationSymmetric": v.symmetric_activations, "WeightSymmetric": True})
     except Exception as e:
@@ -89,7 +91,8 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
     return {"engine": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "activations": "uint8 asymmetric" if not v.symmetric_activations else "uint8 symmetric",
             "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
-            "calibration": v.calibration, "calibration_samples": len(data)}
+            "calibration": v.calibration, "calibration_samples": len(data),
+            "excluded": list(v.exclude), "excluded_ops": list(v.exclude_ops), "float_nodes": len(skip)}
 
 
 def calibrate(model: Path, method, v: QuantVariant, reader: _Reader, work: Path, cache: Path) -> None:
@@ -112,16 +115,18 @@ def calibrate(model: Path, method, v: QuantVariant, reader: _Reader, work: Path,
 def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    skip = nodes_to_exclude(src, v.exclude, v.exclude_ops)
     try:
         quantize_dynamic(str(src), str(dst), per_channel=v.per_channel, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=DYNAMIC_OPS, nodes_to_exclude=list(v.exclude),
+                         op_types_to_quantize=DYNAMIC_OPS, nodes_to_exclude=skip,
                          use_external_data_format=external_data)
     except Exception as e:
         raise ExportError(f"ONNX dynamic int8 ({v.label}) failed in onnxruntime's quantizer: "
                           f"{first_line(e)}") from None
     return {"engine": "onnxruntime.quantization.quantize_dynamic", "ops": DYNAMIC_OPS,
             "weights": f"int8 {'per-channel' if v.per_channel else 'per-tensor'}",
-            "activations": "quantized at run time"}
+            "activations": "quantized at run time", "excluded": list(v.exclude), "excluded_ops": list(v.exclude_ops),
+            "float_nodes": len(skip)}
 
 
 def _fp16(src: Path, dst: Path, external_data: bool) -> dict:

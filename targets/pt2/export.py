@@ -120,6 +120,10 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
                           f"such as {[n for n in known if n][:6]}")
     for name in v.exclude:
         quantizer.set_module_name_qconfig(name, None)
+    from compressor.layers import module_types
+
+    for cls in module_types(model.module, v.exclude_ops, "pt2"):
+        quantizer.set_module_type_qconfig(cls, None)
     try:
         with quiet():
             prepared = prepare_pt2e(program.module(), quantizer)

@@ -44,17 +44,24 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
     """int8 weights and activations. litert-torch gives int8 input/output; with io 'float'
     a QUANTIZE/DEQUANTIZE pair inside the model keeps the fp32 artifact's interface."""
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if calibration is None or not len(calibration):
         raise ExportError("full-integer int8 TFLite needs calibration data; add data.calibration to the recipe")
     module, args = _prepared(model, channels_last)
-    quantizer = PT2EQuantizer().set_global(
+    from compressor.qat.quantizers import litert_quantizer
+
+    quantizer = litert_quantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False))
+    from compressor.layers import check_module_names, module_types
+
+    check_module_names(model.module, variant.exclude, "tflite")
     for name in variant.exclude:  # layers the recipe keeps in float
-        quantizer.set_module_name(name, None)
+        quantizer.keep_float(name)
+    for cls in module_types(model.module, variant.exclude_ops, "tflite"):
+        quantizer.keep_float_type(cls)
     with _quiet():
         try:
             prepared = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
@@ -69,6 +76,7 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
             f"{'per-channel' if variant.per_channel else 'per-tensor'} weights)",
             # PT2E's observers record min and max; percentile and entropy are ONNX Runtime calibrators.
             "calibration": "minmax", "calibration_samples": samples, "io": io_type,
+            "excluded": list(variant.exclude), "excluded_ops": list(variant.exclude_ops),
             "float_io_tensors": wrapped, "channels_last": channels_last}
 
 

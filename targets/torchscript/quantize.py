@@ -23,6 +23,7 @@ from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError
 from compressor.recipe import QuantVariant
 from compressor.errors import first_line
+from compressor.layers import module_types
 
 CALIB_BATCH = 16
 
@@ -42,6 +43,8 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
     mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
     for name in v.exclude:
         mapping.set_module_name(name, None)
+    for cls in module_types(float_model, v.exclude_ops, "torchscript"):
+        mapping.set_object_type(cls, None)
     prepared = _prepare(float_model, mapping, example, v)
     if unclamped := _clamp_observers(prepared, relu6):
         # A convolution kept in float (excluded) has no int8 output range ending at 6 to
@@ -64,7 +67,7 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
                         ", 7-bit range (reduce_range: no int16 saturation on CPUs without VNNI)"),
         "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
         "calibration": v.calibration, "observer": _observer(v).__name__, "calibration_samples": len(data),
-        "relu6_fused": len(relu6), "excluded": list(v.exclude),
+        "relu6_fused": len(relu6), "excluded": list(v.exclude), "excluded_ops": list(v.exclude_ops),
     }
 
 
@@ -194,6 +197,7 @@ def dynamic_int8(module: nn.Module, v: QuantVariant) -> tuple[nn.Module, dict]:
     # Recurrent layers have no per-channel dynamic kernel; they take per-tensor weights.
     spec: dict = {nn.Linear: linear, nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
     spec.update({name: None for name in v.exclude})
+    spec.update({cls: None for cls in module_types(model, v.exclude_ops, "torchscript")})
     quantized = quantize_dynamic(model, spec, dtype=torch.qint8)
     import torch.ao.nn.quantized.dynamic as nnqd
 

@@ -1,0 +1,81 @@
+"""Which ONNX nodes a PyTorch module name or an operator type stands for.
+
+The dynamo exporter records, on every node, the module path it came from
+(`pkg.torch.onnx.name_scopes`: ['', 'se', 'se.reduce', 'conv2d_1'] for a convolution
+inside `se.reduce`). The fp32 artifact keeps that record (targets/onnx/compact.py), so
+that `exclude: [se.reduce]` (or the whole block, `se`) means the same layers on ONNX as
+on the torch-based targets. ONNX node names are accepted too.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from pathlib import Path
+
+from compressor.errors import RecipeError
+
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def node_modules(node) -> list[str]:
+    """The module paths a node sits in, outermost first ([] when not recorded)."""
+    for prop in node.metadata_props:
+        if prop.key == SCOPE_KEY:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return []
+            # First entry: the root module (''); last: the FX node's own name.
+            return [s for s in scopes[1:-1] if isinstance(s, str) and s]
+    return []
+
+
+def nodes_to_exclude(path: Path, exclude: list[str], exclude_ops: list[str]) -> list[str]:
+    """ONNX node names for `exclude` (module or node names) and `exclude_ops` (op types)."""
+    if not exclude and not exclude_ops:
+        return []
+    import onnx
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    by_name = {n.name for n in nodes}
+    scopes = {n.name: node_modules(n) for n in nodes}
+    out: list[str] = []
+    for name in exclude:
+        if name in by_name:
+            out.append(name)
+            continue
+        hits = [n for n, mods in scopes.items() if name in mods]
+        if not hits:
+            raise RecipeError(_unknown(name, scopes))
+        out.extend(hits)
+    for op in exclude_ops:
+        if not onnx.defs.has(op):
+            close = difflib.get_close_matches(op, sorted({n.op_type for n in nodes}), n=1, cutoff=0.5)
+            raise RecipeError(f"exclude_ops names {op!r}, which is not an ONNX operator type"
+                              + (f"; did you mean {close[0]!r}?" if close else "")
+                              + " (the onnx target takes ONNX op types such as HardSigmoid, Softmax)")
+        out.extend(n.name for n in nodes if n.op_type == op)
+    return list(dict.fromkeys(out))
+
+
+def module_names(path: Path) -> list[str]:
+    """Every module path recorded in the graph, in node order."""
+    import onnx
+
+    seen: dict[str, None] = {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        for m in node_modules(n):
+            seen.setdefault(m, None)
+    return list(seen)
+
+
+def _unknown(name: str, scopes: dict[str, list[str]]) -> str:
+    modules = list(dict.fromkeys(m for mods in scopes.values() for m in mods))
+    if not modules:
+        return (f"exclude names {name!r}, which is no node of this ONNX graph, and the graph records no "
+                "module names (exported by another tool); name ONNX nodes, e.g. "
+                f"{list(scopes)[:4]}")
+    close = difflib.get_close_matches(name, modules + list(scopes), n=1, cutoff=0.6)
+    return (f"exclude names {name!r}, which is neither a module of the model nor an ONNX node"
+            + (f"; did you mean {close[0]!r}?" if close else f"; modules: {', '.join(modules[:8])}"))
