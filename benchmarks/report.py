@@ -137,6 +137,9 @@ def to_markdown(report: dict) -> str:
     from benchmarks.qat_report import qat_markdown
 
     lines += qat_markdown(report)
+    from benchmarks.fallback_report import fallback_markdown
+
+    lines += fallback_markdown(report)
     notes = [(r["name"], f"{r['status']}: {r.get('error')}") for r in report["artifacts"] if r.get("status") != "ok"]
     notes += [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
     if notes:

@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("baseline", type=Path)
     c.add_argument("candidate", type=Path)
 
+    sn = sub.add_parser("sensitivity", help="rank a recipe model's layers by how much int8 on one target hurts "
+                        "them (one layer quantized at a time)")
+    sn.add_argument("recipe", type=Path)
+    sn.add_argument("--target", required=True, help="whose quantizer to simulate: onnx, tflite, torchscript, pt2")
+    sn.add_argument("--top", type=_positive, help="show only the N most sensitive")
+    sn.add_argument("--granularity", choices=("layer", "block"), default="layer")
+    sn.add_argument("--json", action="store_true", help="print the ranking as JSON")
+
     s = sub.add_parser("schema", help="print the recipe's JSON schema (for editor validation)")
     s.add_argument("--out", type=Path, help="write it to a file instead")
     return p
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     try:
         return {"run": _run, "tune": _tune, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
-                "schema": _schema}[args.command](args)
+                "schema": _schema, "sensitivity": _sensitivity}[args.command](args)
     except CompressorError as e:
         partial = getattr(e, "report", None)
         if partial is not None:  # some artifacts failed: show the ones that worked
@@ -192,6 +200,12 @@ def _compare(args: argparse.Namespace) -> int:
     from benchmarks.compare import compare_command
 
     return compare_command(args.baseline, args.candidate)
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from compressor.sensitivity_cli import sensitivity_command
+
+    return sensitivity_command(_load(args.recipe), args.target, args.top, args.granularity, args.json)
 
 
 def _schema(args: argparse.Namespace) -> int:

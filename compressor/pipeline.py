@@ -138,6 +138,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
 
         task = progress.add_task("export", total=sum(len(variants) + len(qat_variants(qat, t)) for t in target_objs) * 2)
         qat_refs: dict = {}
+        fallback_layers: dict = {}  # sensitivity bars of variants with a fallback budget
         done: list[tuple[dict, object]] = []
         for tname, target in target_objs.items():
             base = None
@@ -163,8 +164,16 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                     progress.advance(task, 2)
                     continue
                 try:
-                    artifact = target.export(src, variant, art_dir / f"{recipe.name}.{label}",
-                                             recipe.targets[tname], calibration, base=base)
+                    if variant is not None and variant.fallback is not None:
+                        from compressor.fallback import export_for_row
+
+                        artifact = export_for_row(target, src, variant, recipe.targets[tname], calibration, base,
+                                                  src_ref, art_dir / f"{recipe.name}.{label}", evaluation, row,
+                                                  fallback_layers, threads=bench.threads,
+                                                  progress=lambda msg: progress.update(task, description=msg))
+                    else:
+                        artifact = target.export(src, variant, art_dir / f"{recipe.name}.{label}",
+                                                 recipe.targets[tname], calibration, base=base)
                 except CompressorError as e:
                     if variant is None:
                         raise  # nothing else of this target can be built
@@ -230,6 +239,8 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
 
         report["qat"], qat_layers = qat_section(qat, rows)
         report["per_layer"] = {**report.get("per_layer", {}), **qat_layers}
+    if fallback_layers:
+        report["per_layer"] = {**report.get("per_layer", {}), **fallback_layers}
     write_json(out / "report.json", report)
     write_text(out / "report.md", reports.to_markdown(report))
     write_json(out / "manifest.json", manifest(recipe, out, rows))

@@ -1,0 +1,179 @@
+"""Per-layer sensitivity: quantize one layer (or block) at a time and measure how far
+the outputs move from the float model's.
+
+Cheap by design: the target's own quantizer family is simulated in PyTorch (PT2E x86
+for ONNX and pt2, LiteRT's PT2E quantizer for TFLite, FX x86 for TorchScript; the same
+quantizers the qat step trains under, compressor/qat/quantizers.py), calibrated on the
+calibration data, with only the layer under test annotated. No export, no runtime:
+a ranking of where int8 hurts, which compressor/fallback.py then checks for real.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from compressor.data import Dataset
+from compressor.errors import DataError, ExportError, RecipeError, first_line
+from compressor.layers import block_names, check_module_names, kind, layer_names
+from compressor.model import Model, flatten_outputs
+
+# Which quantizer family simulates each target's int8 lowering.
+FAMILY = {"onnx": "x86", "pt2": "x86", "aoti": "x86", "tflite": "litert", "torchscript": "fx"}
+CALIB_SAMPLES = 128
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    name: str
+    kind: str                     # the module's class name
+    cosine: float                 # mean output cosine vs fp32 with only this layer quantized
+    rel_error: float              # ||y_q - y||^2 / ||y||^2
+    accuracy_drop: float | None   # percentage points, with labels
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def family_of(target_name: str) -> str:
+    try:
+        return FAMILY[target_name]
+    except KeyError:
+        raise RecipeError(f"no sensitivity simulation for target {target_name!r}; targets with one: "
+                          f"{', '.join(sorted(FAMILY))}") from None
+
+
+def candidates(model: Model, granularity: str = "layer") -> list[str]:
+    return block_names(model.module) if granularity == "block" else layer_names(model.module)
+
+
+def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
+                      labels: np.ndarray | None = None, layers: list[str] | None = None,
+                      granularity: str = "layer", per_channel: bool = True,
+                      calibration_samples: int = CALIB_SAMPLES, progress=None) -> list[LayerScore]:
+    """Rank `layers` (default: every layer, or block with granularity 'block') by the
+    damage quantizing each alone does, most sensitive first (lowest cosine)."""
+    family = family_of(target_name)
+    if calibration is None or not len(calibration):
+        raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the recipe")
+    if granularity not in ("layer", "block"):
+        raise RecipeError(f"granularity {granularity!r}: use 'layer' or 'block'")
+    names = list(layers) if layers is not None else candidates(model, granularity)
+    check_module_names(model.module, names, "the sensitivity pass")
+    calib = calibration.take(calibration_samples).inputs
+    ref = _run(model.module, inputs, model.input_names)
+    ref_acc = _accuracy(ref[0], labels)
+    sim = _Simulator(family, model, per_channel)
+    scores = []
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i, len(names), name)
+        quantized = sim.only(name, calib)
+        got = _run(quantized, inputs, model.input_names)
+        cos, rel = _cosine(ref, got), _rel_error(ref, got)
+        acc = _accuracy(got[0], labels)
+        scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=cos, rel_error=rel,
+                                 accuracy_drop=None if acc is None else 100 * (ref_acc - acc)))
+    return rank(scores)
+
+
+def rank(scores: list[LayerScore]) -> list[LayerScore]:
+    """Most sensitive first: the largest accuracy drop, then the lowest cosine, then the
+    largest relative error (a NaN cosine, i.e. broken outputs, counts as the worst)."""
+    def key(s: LayerScore):
+        cos = s.cosine if np.isfinite(s.cosine) else -2.0
+        return (-(s.accuracy_drop or 0.0), cos, -s.rel_error if np.isfinite(s.rel_error) else -np.inf)
+    return sorted(scores, key=key)
+
+
+class _Simulator:
+    """One layer quantized under a family's quantizer, everything else float. The model
+    is captured once; each layer gets a copy of the capture."""
+
+    def __init__(self, family: str, model: Model, per_channel: bool) -> None:
+        self.family, self.model, self.per_channel = family, model, per_channel
+        self.example = model.example_inputs(batch=2)  # not 1: torch.export would fix the batch axis
+        self._graph = None
+        if family != "fx":
+            from compressor.qat.graph import BATCH_DIM_MAX
+
+            dims = tuple({0: torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)} for _ in self.example)
+            try:
+                self._graph = torch.export.export(copy.deepcopy(model.module).eval(), self.example,
+                                                  dynamic_shapes=dims).module()
+            except Exception as e:
+                raise ExportError(f"sensitivity: torch.export cannot capture the model for the {family} quantizer "
+                                  f"({type(e).__name__}: {first_line(e)})") from None
+
+    def only(self, name: str, calib: dict[str, np.ndarray]) -> torch.nn.Module:
+        try:
+            prepared = self._prepare(name)
+            # The capture is already in eval form: run the observers directly (the qat
+            # step's calibrate() re-exports BatchNorm/dropout patterns, seconds per call).
+            _run(prepared, calib, self.model.input_names)
+            if self.family == "fx":
+                from torch.ao.quantization.quantize_fx import convert_fx
+
+                return convert_fx(prepared).eval()
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+            return convert_pt2e(prepared)
+        except Exception as e:
+            raise ExportError(f"sensitivity: the {self.family} quantizer fails on layer {name!r} "
+                              f"({type(e).__name__}: {first_line(e)})") from None
+
+    def _prepare(self, name: str) -> torch.nn.Module:
+        if self.family == "fx":
+            from torch.ao.quantization import QConfigMapping
+            from torch.ao.quantization.quantize_fx import prepare_fx
+
+            from compressor.qat.quantizers import fx_qconfig_mapping
+
+            torch.backends.quantized.engine = "x86"
+            qconfig = fx_qconfig_mapping(8, self.per_channel, False, []).global_qconfig
+            mapping = QConfigMapping().set_module_name(name, qconfig)
+            return prepare_fx(copy.deepcopy(self.model.module).eval(), mapping, self.example)
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+        from compressor.qat.quantizers import pt2e_quantizer
+
+        quantizer = pt2e_quantizer(self.family, 8, self.per_channel, False, [], only=name)
+        return prepare_pt2e(copy.deepcopy(self._graph), quantizer)
+
+
+def _run(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+    n = len(inputs[names[0]])
+    chunks = []
+    with torch.no_grad():
+        for s in range(0, n, BATCH):
+            out = module(*[torch.from_numpy(np.ascontiguousarray(inputs[k][s:s + BATCH])) for k in names])
+            chunks.append([t.detach().float().numpy() for t in flatten_outputs(out)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _cosine(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    worst = 1.0
+    for r, g in zip(ref, got):
+        rf, gf = r.reshape(len(r), -1).astype(np.float64), g.reshape(len(g), -1).astype(np.float64)
+        if not np.isfinite(gf).all():
+            return float("nan")
+        den = np.linalg.norm(rf, axis=1) * np.linalg.norm(gf, axis=1)
+        cos = np.where(den > 0, (rf * gf).sum(1) / np.where(den > 0, den, 1), 1.0)
+        worst = min(worst, float(cos.mean()))
+    return worst
+
+
+def _rel_error(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    num = sum(float(((g.astype(np.float64) - r) ** 2).sum()) for r, g in zip(ref, got))
+    den = sum(float((r.astype(np.float64) ** 2).sum()) for r in ref)
+    return num / max(den, 1e-12)
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    if labels is None:
+        return None
+    return float((logits.reshape(len(labels), -1).argmax(-1) == labels).mean())

@@ -1,0 +1,178 @@
+"""Per-layer sensitivity, module-name exclusion and the int8 float fallback, on a tiny
+squeeze-excite net that plain static int8 breaks (fragile_models.py), with the real
+runtimes (onnxruntime, TorchScript) checking every number."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import targets
+from compressor.cli import main
+from compressor.data import load_dataset
+from compressor.errors import RecipeError
+from compressor.fallback import lower_with_fallback
+from compressor.model import Model
+from compressor.pipeline import reference_for
+from compressor.recipe import DataSource, FallbackSpec, InputSpec, QuantVariant
+from compressor.sensitivity import candidates, layer_sensitivity
+from fragile_models import fragile_se
+from targets.base import Device, run_batched
+from targets.validate import compare
+
+INPUTS = [InputSpec(name="pixels", shape=[1, 1, 8, 8])]
+HERE = Path(__file__).resolve().parent
+RECIPE = """\
+version: 1
+name: fragile
+model:
+  factory: fragile_models:fragile_se
+  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
+data:
+  calibration: {{source: digits, split: train, limit: 64}}
+  evaluation: {{source: digits, split: test, limit: 128}}
+steps:
+  - quantize:
+      variants: [{{mode: static, calibration_samples: 64, fallback: {fallback}}}]
+targets: [onnx]
+benchmark: {{runs: 5, warmup: 1, warmup_s: 0, memory: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Model(module=fragile_se(), inputs=INPUTS)
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return load_dataset(DataSource(source="digits", split="train", limit=64), INPUTS)
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    return load_dataset(DataSource(source="digits", split="test", limit=128), INPUTS)
+
+
+@pytest.fixture(scope="module")
+def reference(model, evaluation):
+    return reference_for(model, evaluation, 128)
+
+
+@pytest.fixture(scope="module")
+def onnx_base(model, tmp_path_factory):
+    return targets.get("onnx").export(model, None, tmp_path_factory.mktemp("base") / "m", {}, None)
+
+
+def _cosine_on_runtime(target: str, path: Path, reference) -> float:
+    session = targets.get(target).open_session(path, Device(), 1)
+    return compare(reference.outputs, run_batched(session, reference.inputs, 64), ["out"]).cosine
+
+
+def test_sensitivity_ranks_the_fragile_layer_first(model, calibration, evaluation):
+    x = {"pixels": evaluation.inputs["pixels"][:64]}
+    scores = layer_sensitivity(model, "torchscript", calibration, x, evaluation.labels[:64])
+    assert scores[0].name == "head" and scores[0].kind == "Linear"
+    assert scores[0].cosine < 0.9 and scores[0].rel_error > 0.1
+    assert all(s.cosine > 0.99 for s in scores[1:])
+    assert {s.name for s in scores} == {"stem", "stem_act", "se.pool", "se.reduce", "se.expand", "se.gate",
+                                        "mix", "mix_act", "pool", "head"}
+    assert all(s.accuracy_drop is not None for s in scores)
+    assert candidates(model, "block") == ["stem", "stem_act", "se", "mix", "mix_act", "pool", "head"]
+
+
+def test_onnx_exclude_takes_module_names_blocks_and_op_types(model, calibration, onnx_base, reference, tmp_path):
+    onnx_t = targets.get("onnx")
+    plain = onnx_t.export(model, QuantVariant(mode="static", calibration_samples=64), tmp_path / "plain", {},
+                          calibration, base=onnx_base)
+    head = onnx_t.export(model, QuantVariant(mode="static", calibration_samples=64, exclude=["head"]),
+                         tmp_path / "head", {}, calibration, base=onnx_base)
+    assert _cosine_on_runtime("onnx", plain.path, reference) < 0.9
+    assert _cosine_on_runtime("onnx", head.path, reference) > 0.99
+    gemm = next(n for n in onnx.load(str(head.path)).graph.node if n.op_type == "Gemm")
+    inits = {i.name: i for i in onnx.load(str(head.path)).graph.initializer}
+    assert inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT  # float weight, no DequantizeLinear
+    block = onnx_t.export(model, QuantVariant(mode="static", calibration_samples=64, exclude=["se"],
+                                              exclude_ops=["HardSwish"]), tmp_path / "block", {}, calibration,
+                          base=onnx_base)
+    # se: pool, reduce, relu, expand, gate, mul (6 nodes); HardSwish: stem_act and mix_act.
+    assert block.meta["float_nodes"] == 8
+    with pytest.raises(RecipeError, match="did you mean 'se.gate'"):
+        onnx_t.export(model, QuantVariant(mode="static", exclude=["se.gat"]), tmp_path / "bad", {}, calibration,
+                      base=onnx_base)
+    with pytest.raises(RecipeError, match="not an ONNX operator type"):
+        onnx_t.export(model, QuantVariant(mode="static", exclude_ops=["Hardswish2"]), tmp_path / "bad", {},
+                      calibration, base=onnx_base)
+
+
+def test_torchscript_fallback_keeps_only_the_fragile_layer_in_float(model, calibration, reference, tmp_path):
+    ts = targets.get("torchscript")
+    base = ts.export(model, None, tmp_path / "m", {}, None)
+    variant = QuantVariant(mode="static", calibration_samples=64, fallback=FallbackSpec(min_cosine=0.99))
+    got = lower_with_fallback(ts, model, variant, {}, calibration, base, reference, tmp_path / "m.int8", variant.fallback)
+    assert got.refused is None and got.float_layers == ["head"] and got.lowering == "default"
+    assert got.attempts[0]["float_layers"] == [] and got.attempts[0]["cosine"] < 0.9 and not got.attempts[0]["ok"]
+    assert got.artifact.path == tmp_path / "m.int8.pt"
+    assert _cosine_on_runtime("torchscript", got.artifact.path, reference) >= 0.99
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.pt", "m.pt"]  # attempts left no files
+
+
+@pytest.fixture(scope="module")
+def fallback_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fallback")
+    (d / "r.yaml").write_text(RECIPE.format(fallback="{min_cosine: 0.99}"))
+    code = main(["run", str(d / "r.yaml"), "--out", str(d / "run"), "--no-progress"])
+    return code, d / "run"
+
+
+def test_pipeline_fallback_meets_the_budget_on_onnxruntime_and_reports_it(fallback_run, reference):
+    code, run = fallback_run
+    assert code == 0
+    report = json.loads((run / "report.json").read_text())
+    row = next(r for r in report["artifacts"] if r["name"] == "onnx/int8-static")
+    f = row["fallback"]
+    assert row["status"] == "ok" and f["lowering"] == "default"
+    assert [x["name"] for x in f["float_layers"]] == ["head"]
+    assert f["float_layers"][0]["latency_ms"] is not None
+    assert f["attempts"][0]["cosine"] < 0.9 and f["attempts"][-1]["ok"]
+    # The published artifact, run again here on onnxruntime: it holds the budget.
+    assert _cosine_on_runtime("onnx", run / row["file"], reference) >= 0.99
+    assert row["fidelity"]["cosine_mean"] >= 0.99
+    bars = next(v for k, v in report["per_layer"].items() if k.startswith("onnx/int8-static sensitivity"))
+    assert max(bars, key=bars.get) == "head"
+    assert "| onnx/int8-static | cosine >= 0.99 | default | `head`" in (run / "report.md").read_text()
+    assert sorted(p.name for p in (run / "artifacts").iterdir()) == ["fragile.fp32.onnx", "fragile.int8-static.onnx"]
+
+
+def test_an_impossible_budget_is_refused_in_one_line_with_no_artifact(tmp_path, capsys):
+    (tmp_path / "r.yaml").write_text(RECIPE.format(fallback="{min_cosine: 0.99999, max_float_layers: 0}"))
+    code = main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no onnx lowering of int8-static meets the budget" in err and "'head'" in err
+    assert "within max_float_layers=0" in err and "precisions that meet it:" in err and "fp32" in err
+    assert sorted(p.name for p in (tmp_path / "run" / "artifacts").iterdir()) == ["fragile.fp32.onnx"]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    row = next(r for r in report["artifacts"] if r["name"] == "onnx/int8-static")
+    tried = {a["lowering"] for a in row["fallback"]["attempts"]}
+    assert {"default", "calibration=percentile", "per-tensor", "exclude_ops=[HardSigmoid]"} <= tried
+
+
+def test_sensitivity_command_prints_a_ranked_table_in_80_columns(tmp_path, capsys):
+    (tmp_path / "r.yaml").write_text(RECIPE.format(fallback="{min_cosine: 0.99}"))
+    assert main(["sensitivity", str(tmp_path / "r.yaml"), "--target", "torchscript", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:2] == ["1", "head"] and len(lines) == 5
+    assert max(len(x) for x in lines) <= 80
+    assert main(["sensitivity", str(tmp_path / "r.yaml"), "--target", "onxx"]) == 2
+
+
+def test_accuracy_budget_without_labels_is_a_recipe_error(model, calibration, onnx_base, reference, tmp_path):
+    variant = QuantVariant(mode="static", fallback=FallbackSpec(min_cosine=None, max_accuracy_drop=1.0))
+    with pytest.raises(RecipeError, match="needs labelled evaluation data"):
+        lower_with_fallback(targets.get("onnx"), model, variant, {}, calibration, onnx_base, reference,
+                            tmp_path / "m", variant.fallback)
+    with pytest.raises(ValueError, match="min_cosine and/or max_accuracy_drop"):
+        FallbackSpec(min_cosine=None)
