@@ -60,17 +60,19 @@ class BertEncoder(nn.Module):
 def bert_encoder(seed: int = 0, vocab_size: int = BERT_VOCAB, hidden_size: int = 768, num_hidden_layers: int = 12,
                  num_attention_heads: int = 12, intermediate_size: int = 3072,
                  max_position_embeddings: int = 512, type_vocab_size: int = 2,
-                 attention: str = "eager") -> BertEncoder:
+                 attention: str = "eager", initializer_range: float = 0.02) -> BertEncoder:
     """Factory used by recipes: `factory: compressor.zoo.text:bert_encoder`; bert-base
     dimensions by default, smaller ones through kwargs. `attention` is transformers'
-    attn_implementation: 'eager' exports the plain MatMul/Softmax pattern that ONNX
-    Runtime's transformer optimizer fuses into its Attention kernel."""
+    attn_implementation: 'eager' exports plain MatMul/Softmax attention ('sdpa' adds
+    IsNaN/Where guards to every layer). `initializer_range` is the std of the normal
+    weight init (BERT's own 0.02); wider weights make each layer weigh more against the
+    residual stream, a harder case for int8 (the bert suite measures both)."""
     from transformers import BertConfig, BertModel
 
     config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
                         num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
                         max_position_embeddings=max_position_embeddings, type_vocab_size=type_vocab_size,
-                        attn_implementation=attention)
+                        initializer_range=initializer_range, attn_implementation=attention)
     torch.manual_seed(seed)
     return BertEncoder(BertModel(config, add_pooling_layer=True)).eval()
 

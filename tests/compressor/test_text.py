@@ -1,13 +1,17 @@
 """The BERT-style encoder factory and the built-in sentence-like data source."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import compressor.recipes
+import targets
 from compressor.data import load_dataset
 from compressor.errors import DataError, ModelLoadError
 from compressor.model import load_model
-from compressor.recipe import DataSource, InputSpec, ModelSpec
+from compressor.recipe import DataSource, InputSpec, ModelSpec, load_recipe
 from compressor.zoo.text import BERT_FIRST_WORD, TEXT_SAMPLES, bert_encoder, sentence_tokens
 
 TINY = {"vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -93,3 +97,11 @@ def test_bad_text_inputs_fail_with_one_line():
     with pytest.raises(ModelLoadError) as e:
         load_model(spec)
     assert "\n" not in str(e.value) and "input_ids must be integer token ids (int64)" in str(e.value)
+
+
+def test_shipped_bert_recipe_is_valid_and_feeds_its_encoder():
+    rec = load_recipe(Path(compressor.recipes.__file__).parent / "bert_base.yaml", targets.option_models())
+    assert rec.model.factory == "compressor.zoo.text:bert_encoder"
+    assert [v.mode for v in rec.quant_variants] == ["dynamic"] and set(rec.targets) == {"onnx", "torchscript"}
+    data = load_dataset(rec.data.evaluation, rec.model.inputs)
+    assert len(data) == 32 and data.inputs["input_ids"].shape == (32, 128)
