@@ -23,6 +23,9 @@ _OP_PATTERNS = (
     re.compile(r"'(tfl\.\w+|stablehlo\.\w+|mhlo\.\w+)' op"),
 )
 
+# The smallest quantization scale calibration may give (see _small_scales).
+MIN_SCALE = 2.0 ** -40
+
 
 def export_fp32(model, path: Path, channels_last: bool) -> dict:
     import torch
@@ -54,7 +57,7 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
     from compressor.qat.quantizers import litert_quantizer
 
     quantizer = litert_quantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False))
+        _small_scales(get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False)))
     from compressor.layers import check_module_names, module_types
 
     check_module_names(model.module, variant.exclude, "tflite")
@@ -78,6 +81,26 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
             "calibration": "minmax", "calibration_samples": samples, "io": io_type,
             "excluded": list(variant.exclude), "excluded_ops": list(variant.exclude_ops),
             "float_io_tensors": wrapped, "channels_last": channels_last}
+
+
+def _small_scales(config):
+    """litert-torch's config with the observers' smallest scale lowered from 2**-12 to
+    MIN_SCALE. At 2**-12 a tensor spanning less than 255 * 2**-12 (0.06) gets a coarser
+    scale than its range needs, and one within +-2**-13 rounds to zero entirely (the late
+    activations of random-weight MobileNetV2 span 1e-8: its int8 output was all zeros).
+    Wider ranges are untouched, so the usual models give the same file as before."""
+    import dataclasses
+
+    def lowered(spec):
+        ctr = getattr(spec, "observer_or_fake_quant_ctr", None)
+        if ctr is None or not hasattr(ctr, "p"):
+            return spec
+        # One level of partial: torchao's prepare reads the observer class off ctr.p.func.
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr.p.func.with_args(
+            **{**ctr.p.keywords, "eps": MIN_SCALE}))
+
+    return dataclasses.replace(config, input_activation=lowered(config.input_activation),
+                               output_activation=lowered(config.output_activation), weight=lowered(config.weight))
 
 
 def _calibrate(prepared, model, calibration, limit: int, channels_last: bool) -> int:

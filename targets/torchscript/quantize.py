@@ -26,6 +26,7 @@ from compressor.errors import first_line
 from compressor.layers import module_types
 
 CALIB_BATCH = 16
+MIN_SCALE = 2.0 ** -40
 
 
 def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
@@ -98,7 +99,10 @@ def _qconfig(v: QuantVariant):
     scheme = torch.per_tensor_symmetric if v.symmetric_activations else torch.per_tensor_affine
     # reduce_range: 7-bit activations, so that u8*s8 pairwise sums (AVX2/AVX512 without
     # VNNI) cannot saturate int16 wherever the archive is loaded.
-    act = _observer(v).with_args(reduce_range=True, qscheme=scheme)
+    # eps: the smallest scale an observer gives. PyTorch's default (float32 eps, 1.2e-7)
+    # rounds every activation of a model whose activations are that small to zero
+    # (random-weight MobileNetV2's late layers span 1e-8); the kernels take any scale.
+    act = _observer(v).with_args(reduce_range=True, qscheme=scheme, eps=MIN_SCALE)
     return QConfig(activation=act, weight=default_per_channel_weight_observer if v.per_channel
                    else default_weight_observer)
 
