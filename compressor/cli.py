@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--target", required=True, help="whose quantizer to simulate: onnx, tflite, torchscript, pt2")
     sn.add_argument("--top", type=_positive, help="show only the N most sensitive")
     sn.add_argument("--granularity", choices=("layer", "block"), default="layer")
+    sn.add_argument("--mode", choices=("simulated", "target"), default="simulated",
+                    help="simulated: the target's quantizer in PyTorch; target: its real lowering (onnx)")
     sn.add_argument("--json", action="store_true", help="print the ranking as JSON")
 
     s = sub.add_parser("schema", help="print the recipe's JSON schema (for editor validation)")
@@ -205,7 +207,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _sensitivity(args: argparse.Namespace) -> int:
     from compressor.sensitivity_cli import sensitivity_command
 
-    return sensitivity_command(_load(args.recipe), args.target, args.top, args.granularity, args.json)
+    return sensitivity_command(_load(args.recipe), args.target, args.top, args.granularity, args.json, args.mode)
 
 
 def _schema(args: argparse.Namespace) -> int:

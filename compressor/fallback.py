@@ -106,7 +106,8 @@ def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, o
         first = probe([], Lowering("default"))
         if first.ok:
             return _finish(probe, first, [], "default", ranking or [], "none needed", out, measure_latency)
-        order, ranking, mode = _order(model, target, variant, calibration, reference, labels, budget, ranking, say)
+        order, ranking, mode = _order(model, target, variant, calibration, base, reference, labels, budget, ranking,
+                                      say)
         lowerings = [Lowering("default")] + (alternatives(target, variant, base, model) if budget.alternatives else [])
         for i, low in enumerate(lowerings):
             say(f"{variant.label}: {low.label}, float-layer search")
@@ -260,7 +261,7 @@ def _search(probe: _Prober, low: Lowering, order: list[str], budget: FallbackSpe
     return probe(chosen, low)
 
 
-def _order(model, target, variant, calibration, reference, labels, budget, ranking, say):
+def _order(model, target, variant, calibration, base, reference, labels, budget, ranking, say):
     """Layers in sensitivity order (most sensitive first) and how the order was made."""
     from compressor.sensitivity import candidates, layer_sensitivity
 
@@ -273,14 +274,46 @@ def _order(model, target, variant, calibration, reference, labels, budget, ranki
     lab = labels[:n] if labels is not None and reference.on_real_data else None
     say(f"{variant.label}: sensitivity of {len(names)} {budget.granularity}s")
     try:
-        scores = layer_sensitivity(model, target.name, calibration, inputs, lab, layers=names,
-                                   granularity=budget.granularity, per_channel=variant.per_channel,
-                                   calibration_samples=variant.calibration_samples)
+        if budget.sensitivity == "target":
+            outputs = [o[:n] for o in reference.outputs]
+            scores = target_sensitivity(target, model, variant, calibration, base, inputs, outputs, lab, names)
+            how = f"real {target.name} lowering of one {budget.granularity} at a time, on its runtime"
+        else:
+            scores = layer_sensitivity(model, target.name, calibration, inputs, lab, layers=names,
+                                       granularity=budget.granularity, per_channel=variant.per_channel,
+                                       calibration_samples=variant.calibration_samples)
+            how = f"simulated {target.name} quantizer, one {budget.granularity} at a time"
     except (RecipeError, DataError):
         raise
     except CompressorError as e:
         return names, [], f"model order (sensitivity failed: {first_line(e)})"
-    return [s.name for s in scores], scores, f"simulated {target.name} quantizer, one {budget.granularity} at a time"
+    return [s.name for s in scores], scores, how
+
+
+def target_sensitivity(target, model: Model, variant: QuantVariant, calibration, base, inputs: dict,
+                       outputs: list[np.ndarray], labels, layers: list[str]) -> list["LayerScore"]:
+    """Ranking from the target's own lowering, one layer at a time (ONNX Runtime's
+    quantizer with `nodes_to_quantize`), scored on its runtime."""
+    from compressor.layers import kind
+    from compressor.sensitivity import LayerScore, accuracy, output_cosine, rank, relative_error
+
+    if target.name != "onnx" or variant.mode != "static":
+        raise RecipeError(f"{variant.label}: fallback.sensitivity 'target' (real per-layer lowerings) is offered "
+                          f"for onnx static int8; use 'simulated' for {target.name} {variant.mode}")
+    from targets.onnx.layerwise import module_scores
+
+    got = module_scores(base.path, variant, calibration, inputs, layers, bool(base.meta.get("dynamic_batch")))
+    ref_acc = accuracy(outputs[0], labels)
+    scores = []
+    for name in layers:
+        outs = got.get(name)
+        if outs is None:  # no node of its own in the graph (fused away): nothing to quantize
+            scores.append(LayerScore(name, kind(model.module, name), 1.0, 0.0, None if labels is None else 0.0))
+            continue
+        acc = accuracy(outs[0], labels)
+        scores.append(LayerScore(name, kind(model.module, name), output_cosine(outputs, outs),
+                                 relative_error(outputs, outs), None if acc is None else 100 * (ref_acc - acc)))
+    return rank(scores)
 
 
 def alternatives(target: "Target", variant: QuantVariant, base: "Artifact", model: Model) -> list[Lowering]:

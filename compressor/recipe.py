@@ -101,6 +101,10 @@ class FallbackSpec(Strict):
     granularity: Literal["layer", "block"] = Field(
         "layer", description="what is ranked and kept in float: leaf layers, or blocks (the model's top-level "
         "children, or its main stage's)")
+    sensitivity: Literal["simulated", "target"] = Field(
+        "simulated", description="how layers are ranked: simulated (the target's quantizer family in PyTorch, "
+        "one layer at a time; every target) or target (the target's real lowering of one layer at a time, "
+        "run on its runtime; onnx static int8)")
     sensitivity_samples: int = Field(128, ge=8, description="validation inputs the sensitivity ranking is "
                                      "measured on")
 

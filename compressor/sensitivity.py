@@ -66,7 +66,7 @@ def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | Non
     check_module_names(model.module, names, "the sensitivity pass")
     calib = calibration.take(calibration_samples).inputs
     ref = _run(model.module, inputs, model.input_names)
-    ref_acc = _accuracy(ref[0], labels)
+    ref_acc = accuracy(ref[0], labels)
     sim = _Simulator(family, model, per_channel)
     scores = []
     for i, name in enumerate(names):
@@ -74,8 +74,8 @@ def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | Non
             progress(i, len(names), name)
         quantized = sim.only(name, calib)
         got = _run(quantized, inputs, model.input_names)
-        cos, rel = _cosine(ref, got), _rel_error(ref, got)
-        acc = _accuracy(got[0], labels)
+        cos, rel = output_cosine(ref, got), relative_error(ref, got)
+        acc = accuracy(got[0], labels)
         scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=cos, rel_error=rel,
                                  accuracy_drop=None if acc is None else 100 * (ref_acc - acc)))
     return rank(scores)
@@ -155,7 +155,7 @@ def _run(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: list[str
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def _cosine(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+def output_cosine(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     worst = 1.0
     for r, g in zip(ref, got):
         rf, gf = r.reshape(len(r), -1).astype(np.float64), g.reshape(len(g), -1).astype(np.float64)
@@ -167,13 +167,13 @@ def _cosine(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     return worst
 
 
-def _rel_error(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+def relative_error(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     num = sum(float(((g.astype(np.float64) - r) ** 2).sum()) for r, g in zip(ref, got))
     den = sum(float((r.astype(np.float64) ** 2).sum()) for r in ref)
     return num / max(den, 1e-12)
 
 
-def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     if labels is None:
         return None
     return float((logits.reshape(len(labels), -1).argmax(-1) == labels).mean())

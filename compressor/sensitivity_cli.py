@@ -11,7 +11,8 @@ import warnings
 from compressor.errors import DataError, RecipeError
 
 
-def sensitivity_command(recipe, target: str, top: int | None, granularity: str, as_json: bool) -> int:
+def sensitivity_command(recipe, target: str, top: int | None, granularity: str, as_json: bool,
+                        mode: str = "simulated") -> int:
     from compressor.data import load_dataset
     from compressor.model import load_model
     from compressor.pipeline import reference_for
@@ -31,27 +32,52 @@ def sensitivity_command(recipe, target: str, top: int | None, granularity: str, 
     labels = evaluation.labels[:samples] if evaluation is not None and evaluation.labels is not None else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        scores = layer_sensitivity(model, target, calibration, ref.inputs, labels, granularity=granularity,
-                                   per_channel=variant.per_channel if variant else True,
-                                   calibration_samples=variant.calibration_samples if variant else 128)
+        if mode == "target":
+            scores = _on_target(recipe, model, target, variant, calibration, ref, labels, granularity)
+        else:
+            scores = layer_sensitivity(model, target, calibration, ref.inputs, labels, granularity=granularity,
+                                       per_channel=variant.per_channel if variant else True,
+                                       calibration_samples=variant.calibration_samples if variant else 128)
     shown = scores[:top] if top else scores
     if as_json:
-        print(json.dumps({"target": target, "granularity": granularity, "mode": "simulated",
+        print(json.dumps({"target": target, "granularity": granularity, "mode": mode,
                           "samples": len(next(iter(ref.inputs.values()))),
                           "layers": [s.to_json() for s in shown]}, indent=2))
         return 0
-    print(table(shown, target, granularity, labels is not None))
+    print(table(shown, target, granularity, labels is not None, mode))
     return 0
 
 
-def table(scores, target: str, granularity: str, with_accuracy: bool) -> str:
+def _on_target(recipe, model, target: str, variant, calibration, ref, labels, granularity: str):
+    """Real per-layer lowerings from a scratch fp32 export of the target."""
+    import tempfile
+    from pathlib import Path
+
+    import targets
+    from compressor.fallback import target_sensitivity
+    from compressor.recipe import QuantVariant
+    from compressor.sensitivity import candidates
+
+    if target != "onnx":
+        raise RecipeError(f"--mode target (real per-layer lowerings) is offered for onnx; use --mode simulated "
+                          f"for {target}")
+    variant = variant or QuantVariant(mode="static")
+    tgt = targets.get(target)
+    with tempfile.TemporaryDirectory(prefix="compressor-sensitivity-") as d:
+        base = tgt.export(model, None, Path(d) / "fp32", recipe.targets.get(target, {}), None)
+        return target_sensitivity(tgt, model, variant, calibration, base, ref.inputs, ref.outputs, labels,
+                                  candidates(model, granularity))
+
+
+def table(scores, target: str, granularity: str, with_accuracy: bool, mode: str = "simulated") -> str:
     """At most 80 columns: rank, name, kind, cosine, relative error, accuracy drop."""
     name_w = max([len("layer")] + [len(s.name) for s in scores])
     name_w = min(name_w, 30)
     kind_w = min(max([4] + [len(s.kind) for s in scores]), 16)
     head = f"{'#':>3}  {granularity:<{name_w}}  {'kind':<{kind_w}}  {'cosine':>9}  {'rel err':>9}"
     head += f"  {'acc drop':>8}" if with_accuracy else ""
-    lines = [f"{target} int8, one {granularity} at a time (simulated quantizer), worst first",
+    how = "simulated quantizer" if mode == "simulated" else "real lowering"
+    lines = [f"{target} int8, one {granularity} at a time ({how}), worst first",
              head]
     for i, s in enumerate(scores, 1):
         name = s.name if len(s.name) <= name_w else "…" + s.name[-(name_w - 1):]

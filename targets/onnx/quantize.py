@@ -60,31 +60,17 @@ def _root_logger_quiet():
 
 def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, batch_dynamic: bool,
             work: Path, external_data: bool) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if calibration is None or len(calibration) == 0:
         raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
                         "to the recipe")
     data = calibration.take(v.calibration_samples)
     skip = nodes_to_exclude(src, v.exclude, v.exclude_ops)
-    pre = work / "pre.onnx"
-    try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-    except Exception:
-        # Symbolic shape inference does not know every op; the plain ONNX one suffices.
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[v.calibration]
+    pre = preprocess(src, work)
+    method = calibration_method(v)
     cache = work / "calibration.json"
     try:
         calibrate(pre, method, v, _Reader(data, CALIB_BATCH if batch_dynamic else 1), work, cache)
-        quantize_static(str(pre), str(dst), None, calibration_cache_path=str(cache),
-                        quant_format=QuantFormat.QDQ, per_channel=v.per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method, nodes_to_exclude=skip,
-                        use_external_data_format=external_data,
-                        extra_options={"ActivationSymmetric": v.symmetric_activations, "WeightSymmetric": True})
+        quantize_qdq(pre, dst, v, method, cache, external_data, nodes_to_exclude=skip)
     except Exception as e:
         raise ExportError(f"ONNX static int8 ({v.label}) failed in onnxruntime's quantizer: "
                           f"{first_line(e)}") from None
@@ -93,6 +79,38 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
             "weights": f"int8 symmetric {'per-channel' if v.per_channel else 'per-tensor'}",
             "calibration": v.calibration, "calibration_samples": len(data),
             "excluded": list(v.exclude), "excluded_ops": list(v.exclude_ops), "float_nodes": len(skip)}
+
+
+def preprocess(src: Path, work: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = work / "pre.onnx"
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+    except Exception:
+        # Symbolic shape inference does not know every op; the plain ONNX one suffices.
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+def calibration_method(v: QuantVariant):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[v.calibration]
+
+
+def quantize_qdq(pre: Path, dst: Path, v: QuantVariant, method, cache: Path, external_data: bool,
+                 nodes_to_exclude: list[str] | None = None, nodes_to_quantize: list[str] | None = None) -> None:
+    """quantize_static with the target's settings and ranges already in `cache`."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(pre), str(dst), None, calibration_cache_path=str(cache),
+                    quant_format=QuantFormat.QDQ, per_channel=v.per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=method, nodes_to_exclude=nodes_to_exclude or [],
+                    nodes_to_quantize=nodes_to_quantize, use_external_data_format=external_data,
+                    extra_options={"ActivationSymmetric": v.symmetric_activations, "WeightSymmetric": True})
 
 
 def calibrate(model: Path, method, v: QuantVariant, reader: _Reader, work: Path, cache: Path) -> None:

@@ -13,7 +13,7 @@ import targets
 from compressor.cli import main
 from compressor.data import load_dataset
 from compressor.errors import RecipeError
-from compressor.fallback import lower_with_fallback
+from compressor.fallback import lower_with_fallback, target_sensitivity
 from compressor.model import Model
 from compressor.pipeline import reference_for
 from compressor.recipe import DataSource, FallbackSpec, InputSpec, QuantVariant
@@ -81,6 +81,15 @@ def test_sensitivity_ranks_the_fragile_layer_first(model, calibration, evaluatio
                                         "mix", "mix_act", "pool", "head"}
     assert all(s.accuracy_drop is not None for s in scores)
     assert candidates(model, "block") == ["stem", "stem_act", "se", "mix", "mix_act", "pool", "head"]
+
+
+def test_onnx_layerwise_sensitivity_on_the_runtime_agrees(model, calibration, onnx_base, reference):
+    n = 64
+    scores = target_sensitivity(targets.get("onnx"), model, QuantVariant(mode="static", calibration_samples=64),
+                                calibration, onnx_base, {"pixels": reference.inputs["pixels"][:n]},
+                                [o[:n] for o in reference.outputs], None, candidates(model))
+    assert scores[0].name == "head" and scores[0].cosine < 0.9
+    assert all(s.cosine > 0.99 for s in scores[1:]) and len(scores) == 10
 
 
 def test_onnx_exclude_takes_module_names_blocks_and_op_types(model, calibration, onnx_base, reference, tmp_path):
