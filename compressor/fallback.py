@@ -324,7 +324,7 @@ def alternatives(target: "Target", variant: QuantVariant, base: "Artifact", mode
         for method in ("percentile", "entropy") if target.name == "onnx" else ("percentile",):
             if variant.calibration != method:
                 out.append(Lowering(f"calibration={method}", {"calibration": method}))
-    if variant.per_channel:
+    if variant.per_channel and target.name in ("onnx", "tflite", "torchscript"):  # pt2's quantizer: per-channel only
         out.append(Lowering("per-tensor", {"per_channel": False}))
     if static and not variant.symmetric_activations and target.name in ("onnx", "torchscript"):
         out.append(Lowering("symmetric activations", {"symmetric_activations": True}))
