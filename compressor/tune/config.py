@@ -86,8 +86,8 @@ class QatSpace(Strict):
 
 
 class FallbackSpace(Strict):
-    """Keep the k most quantization-sensitive layers in float, k in [0, max_layers]; the
-    ranking is measured once per study on the evaluation data."""
+    """Keep the k most quantization-sensitive layers in float, k in [0, max_layers], in
+    static and QAT trials; the ranking is measured once per study on the evaluation data."""
 
     max_layers: int = Field(ge=1, description="k is searched in [0, max_layers]")
 

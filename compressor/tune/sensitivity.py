@@ -1,6 +1,7 @@
-"""The ranking the fallback dimension of the space draws from: layers ordered by how far
-quantizing that layer alone moves the model's outputs (most sensitive first). Trial k
-keeps the first k in float."""
+"""The ranking the fallback dimension of the space draws from: layers ordered by the
+damage quantizing each one alone does under the tuned target's quantizer family
+(compressor.sensitivity: accuracy drop, then output cosine), most sensitive first.
+Trial k keeps the first k in float."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ from compressor.errors import DataError
 if TYPE_CHECKING:
     from compressor.recipe import Recipe
 
+SAMPLES = 256
 
-def ranking(recipe: "Recipe") -> list[str]:
+
+def ranking(recipe: "Recipe", target: str) -> list[str]:
     from compressor.data import load_dataset
     from compressor.model import load_model
-    from compressor.qat.config import QatStep
-    from compressor.qat.run import sensitivity
+    from compressor.sensitivity import layer_sensitivity
 
     model = load_model(recipe.model, recipe.base_dir)
+    if recipe.data.calibration is None:
+        raise DataError("tune.space.fallback ranks layers by quantizing them: add data.calibration to the recipe")
+    calibration = load_dataset(recipe.data.calibration, model.inputs, recipe.base_dir)
     source = recipe.data.evaluation or recipe.data.calibration
-    if source is None:
-        raise DataError("tune.space.fallback ranks layers on data: add data.evaluation or data.calibration")
-    data = load_dataset(source, model.inputs, recipe.base_dir)
-    return list(sensitivity(model, QatStep(), data, skip=[]))
+    data = load_dataset(source, model.inputs, recipe.base_dir).take(SAMPLES)
+    scores = layer_sensitivity(model, target, calibration, data.inputs, labels=data.labels)
+    return [s.name for s in scores]

@@ -78,7 +78,8 @@ def suggest(trial: Any, space: SearchSpace, ranking: list[str]) -> TrialConfig:
         samples = trial.suggest_categorical("calibration_samples", space.calibration_samples)
     per_channel = trial.suggest_categorical("per_channel", space.per_channel) if mode != "fp16" else True
     fallback: tuple[str, ...] = ()
-    if space.fallback is not None and mode != "fp16" and ranking:
+    # Float layers matter where convolutions are quantized (static, QAT); dynamic int8 leaves them float anyway.
+    if space.fallback is not None and mode in ("static", "qat") and ranking:
         k = trial.suggest_int("fallback_layers", 0, min(space.fallback.max_layers, len(ranking)))
         fallback = tuple(ranking[:k])
     return TrialConfig(prune_ratio=round(ratio, 4), mode=mode, calibration=calibration, calibration_samples=samples,

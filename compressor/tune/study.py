@@ -115,7 +115,7 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
     store = open_storage(url)
     name = spec.study or recipe.name
     study = _open_study(store, name, spec)
-    ranking = _ranking(recipe, spec)
+    ranking = _ranking(recipe, spec, target)
     ctx = TuneContext(recipe=recipe, spec=spec, target=target, out=out, base=base, ranking=ranking,
                       target_options=targets.option_models())
     done = counted_trials(study)
@@ -265,14 +265,14 @@ def _p50(row: dict, batch: int) -> float | None:
     return next((l["p50_ms"] for l in row["metrics"]["latency"] if l["batch"] == batch), None)
 
 
-def _ranking(recipe: Recipe, spec: TuneSpec) -> list[str]:
+def _ranking(recipe: Recipe, spec: TuneSpec, target: str) -> list[str]:
     """Layers by quantization sensitivity, most sensitive first (only when the space
     has a fallback dimension): measured once per study on the evaluation data."""
     if spec.space.fallback is None:
         return []
     from compressor.tune.sensitivity import ranking
 
-    return ranking(recipe)
+    return ranking(recipe, target)
 
 
 def _line(frozen) -> str:
