@@ -136,3 +136,20 @@ def test_importing_the_target_loads_no_converter_runtime_or_tensorflow():
             "if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_byte_breakdown_adds_up_and_counts_each_weight_once(tflite_artifacts, digits_model):
+    """targets.tflite.bytes: the int8 file's categories sum to its size; the int8 weights,
+    int32 biases and per-channel scales are exactly what the digits CNN's layers hold."""
+    from targets.tflite.bytes import breakdown
+
+    path = tflite_artifacts["int8-static"].path
+    parts = breakdown(path)
+    assert sum(parts.values()) == path.stat().st_size and parts["tables, shapes, operators, padding"] > 0
+    layers = [m for m in digits_model.module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    channels = sum(m.weight.shape[0] for m in layers)
+    assert parts["weight data"] == sum(m.weight.numel() + 4 for m in layers)  # int8: a byte each
+    assert parts["bias data"] == sum(4 * m.weight.shape[0] + 4 for m in layers)  # int32
+    assert parts["weight scales"] == parts["bias scales"] == 4 * channels + 4 * len(layers)
+    fp32 = breakdown(tflite_artifacts["fp32"].path)
+    assert fp32["weight data"] == sum(4 * m.weight.numel() + 4 for m in layers) and "weight scales" not in fp32
