@@ -108,7 +108,7 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
 
         _prepare_out(out)
         return run_inc(recipe, spec, target, out, show_progress=show_progress, console=console)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are in the report, not tracebacks
     url = storage_url(spec, out)
     check_url(url)  # before anything is written
     _prepare_out(out)
