@@ -26,7 +26,7 @@ from compressor.errors import first_line
 from compressor.layers import module_types
 
 CALIB_BATCH = 16
-MIN_SCALE = 2.0 ** -40
+MIN_SCALE = 2.0 ** -64
 
 
 def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
@@ -101,7 +101,7 @@ def _qconfig(v: QuantVariant):
     # VNNI) cannot saturate int16 wherever the archive is loaded.
     # eps: the smallest scale an observer gives. PyTorch's default (float32 eps, 1.2e-7)
     # rounds every activation of a model whose activations are that small to zero
-    # (random-weight MobileNetV2's late layers span 1e-8); the kernels take any scale.
+    # (random-weight MobileNetV2's late layers span 1e-8, EfficientNet-B0's 1e-14); the kernels take any scale.
     act = _observer(v).with_args(reduce_range=True, qscheme=scheme, eps=MIN_SCALE)
     return QConfig(activation=act, weight=default_per_channel_weight_observer if v.per_channel
                    else default_weight_observer)
