@@ -137,7 +137,10 @@ def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool) -> dict
     try:
         quantize_dynamic(str(src), str(dst), per_channel=v.per_channel, weight_type=QuantType.QInt8,
                          op_types_to_quantize=DYNAMIC_OPS, nodes_to_exclude=skip,
-                         use_external_data_format=external_data)
+                         use_external_data_format=external_data,
+                         # ONNX shape inference cannot type the outputs of ORT's fused kernels
+                         # (fusions: bert); those outputs are float.
+                         extra_options={"DefaultTensorType": 1})  # onnx.TensorProto.FLOAT
     except Exception as e:
         raise ExportError(f"ONNX dynamic int8 ({v.label}) failed in onnxruntime's quantizer: "
                           f"{first_line(e)}") from None

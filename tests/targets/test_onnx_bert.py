@@ -36,7 +36,7 @@ data:
   evaluation: {{source: sentences, split: test, limit: 48, vocab_size: 2000}}
 steps:
   - quantize: {{variants: [{{mode: dynamic}}]}}
-targets: [onnx]
+targets: {{onnx: {{fusions: bert}}}}
 validation: {{int8: {{min_cosine: 0.99}}}}
 benchmark: {{runs: 5, warmup: 1, warmup_s: 0, memory: false}}
 """
@@ -66,8 +66,10 @@ def test_encoder_recipe_exports_fp32_and_dynamic_int8_within_per_sample_bounds(b
     assert all(o["max_abs"] < 1e-4 for o in fp32)
     # Every sentence, not just the mean, keeps its direction through int8.
     assert all(0.99 <= o["cosine_min"] <= o["cosine_mean"] < 1.0 for o in int8)
+    # fusions: bert -> both artifacts run ORT's fused attention; int8 its QAttention kernel.
+    assert rows["fp32"]["export"]["fused_ops"]["Attention"] == 2
     ops = rows["int8-dynamic"]["export"]["op_types"]
-    assert ops.get("DynamicQuantizeLinear", 0) > 0 and ops.get("MatMulInteger", 0) >= 2 * 6
+    assert ops.get("QAttention") == 2 and "Attention" not in ops and ops.get("MatMulInteger", 0) == 2 * 3 + 1
     assert rows["int8-dynamic"]["metrics"]["size_bytes"] < 0.7 * rows["fp32"]["metrics"]["size_bytes"]
 
 
@@ -108,3 +110,22 @@ def test_report_names_the_int8_engine(bert_run):
     row = next(r for r in report["artifacts"] if r["label"] == "int8-dynamic")
     assert row["export"]["engine"] == "onnxruntime.quantization.quantize_dynamic"
     assert json.dumps(row["export"]["weights"]).startswith('"int8 per-channel')
+
+
+def test_single_layer_attention_fuses_and_matches_torch(tmp_path):
+    """One layer: the mask's own Mul then feeds the only mask Add; it must stay a Mul."""
+    from compressor.model import Model
+    from compressor.recipe import InputSpec
+    from compressor.zoo.text import bert_encoder, sentence_tokens
+
+    module = bert_encoder(vocab_size=500, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=32)
+    model = Model(module, [InputSpec(name=n, shape=[1, 16], dtype="int64")
+                           for n in ("input_ids", "attention_mask", "token_type_ids")])
+    art = targets.get("onnx").export(model, None, tmp_path / "one", {"fusions": "bert"}, None)
+    assert art.meta["fused_ops"].get("Attention") == 1 and art.meta["fusion_rewrites"]["scale_as_div"] == 1
+    feeds = sentence_tokens(8, 16, vocab_size=500)
+    session = targets.get("onnx").open_session(art.path, targets.Device(), 1)
+    got = targets.base.run_batched(session, feeds, 4)
+    for r, g in zip(model.run(feeds), got):
+        np.testing.assert_allclose(g, r, atol=1e-4)
