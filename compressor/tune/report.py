@@ -215,10 +215,12 @@ def front_figure(report: dict):
     bad = [r for r in done if not r["feasible"]]
     ok = [r for r in done if r["feasible"] and r["number"] not in report["front"]]
     front = sorted((r for r in done if r["number"] in report["front"]), key=lambda r: r["latency"])
-    ax.scatter([r["latency"] for r in ok], [r["size_bytes"] / 1e3 for r in ok], color="#9aa5b1",
-               label="within budget", zorder=2)
-    ax.scatter([r["latency"] for r in bad], [r["size_bytes"] / 1e3 for r in bad], color="#e03131", marker="x",
-               label="over budget", zorder=2)
+    if ok:
+        ax.scatter([r["latency"] for r in ok], [r["size_bytes"] / 1e3 for r in ok], color="#9aa5b1",
+                   label="within budget", zorder=2)
+    if bad:
+        ax.scatter([r["latency"] for r in bad], [r["size_bytes"] / 1e3 for r in bad], color="#e03131",
+                   marker="x", label="over budget", zorder=2)
     ax.plot([r["latency"] for r in front], [r["size_bytes"] / 1e3 for r in front], "-o", color="#d9480f",
             label="Pareto front", zorder=3)
     base = next((r for r in done if r["number"] == report["baseline"]), None)
