@@ -47,7 +47,7 @@ class _Pt2Base(Target):
         program, dynamic = ex.export_program(source, model, opts.dynamic_batch)
         meta: dict[str, Any] = {"exporter": f"torch.export {torch.__version__}", "dynamic_batch": dynamic}
         if variant is not None:
-            converted, notes = ex.pt2e_int8(program, model, variant, calibration)
+            converted, notes = ex.pt2e_int8(program, model, variant, calibration, for_inductor=self.compiled)
             meta.update(notes)
             program, _ = ex.export_program(converted, model, dynamic)
             if not self.compiled:  # say so: this artifact is not the fast one
@@ -65,7 +65,7 @@ class _Pt2Base(Target):
                 from targets.pt2.runtime import encode_meta
 
                 start = time.perf_counter()
-                ex.compile_package(program, staged, encode_meta(stored), int8=variant is not None)
+                ex.compile_package(program, staged, encode_meta(stored))
                 meta["compile_s"] = round(time.perf_counter() - start, 2)
             else:
                 import json

@@ -100,7 +100,8 @@ def unshare_stateless_modules(module: torch.nn.Module) -> torch.nn.Module:
     return gm.eval()
 
 
-def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | None) -> tuple[torch.nn.Module, dict]:
+def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | None,
+              for_inductor: bool = False) -> tuple[torch.nn.Module, dict]:
     """prepare_pt2e -> calibrate -> convert_pt2e with the X86InductorQuantizer: the graph
     Inductor lowers to oneDNN int8 kernels (quantize/dequantize pairs it fuses away)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -124,6 +125,13 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
 
     for cls in module_types(model.module, v.exclude_ops, "pt2"):
         quantizer.set_module_type_qconfig(cls, None)
+    # Inductor's int8 convolution misreads a one-channel input (an NCHW tensor with C=1
+    # is also channels-last; torch 2.14): the digits CNN compiled to 12% top-1. Such a
+    # layer stays float where Inductor will compile the graph.
+    one_channel = [n for n, m in model.module.named_modules()
+                   if for_inductor and isinstance(m, torch.nn.Conv2d) and m.in_channels == 1]
+    for name in one_channel:
+        quantizer.set_module_name_qconfig(name, None)
     try:
         with quiet():
             prepared = prepare_pt2e(program.module(), quantizer)
@@ -139,7 +147,8 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
     _drop_unused_attributes(converted)
     return converted, {"engine": "torchao PT2E, X86InductorQuantizer", "calibration": v.calibration,
                        "calibration_samples": len(data), "weights": "int8 symmetric per-channel",
-                       "activations": "uint8 asymmetric", "excluded": list(v.exclude)}
+                       "activations": "uint8 asymmetric", "excluded": list(v.exclude),
+                       "float_one_channel_convolutions": one_channel}
 
 
 def _with_minmax(config):
@@ -173,17 +182,20 @@ def compiler() -> str | None:
     return next((shutil.which(c) for c in candidates if shutil.which(c)), None)
 
 
-def compile_package(program, path: Path, meta: dict[str, str], int8: bool) -> None:
+def compile_package(program, path: Path, meta: dict[str, str]) -> None:
     from torch._inductor import aoti_compile_and_package
 
     if compiler() is None:
         raise ExportError("AOTInductor needs a C++ compiler (g++ or clang++, or $CXX) and none was found; "
                           "install one, or use the pt2 target for the ExportedProgram alone")
-    # freezing lets Inductor fold the int8 weights into prepacked oneDNN constants, which
-    # is what turns the q/dq pairs of a PT2E graph into int8 convolutions.
-    configs = {"aot_inductor.metadata": meta, "freezing": True} if int8 else {"aot_inductor.metadata": meta}
+    # Freezing folds the weights into prepacked oneDNN constants: that is what turns the
+    # q/dq pairs of a PT2E graph into int8 convolutions, and gives fp32 prepacked oneDNN
+    # convolutions too (the fair twin to compare with). Inductor freezes only with
+    # autograd off and silently ignores the flag otherwise: the int8 package then ran
+    # float convolutions on dequantized weights, slower than fp32.
+    configs = {"aot_inductor.metadata": meta, "freezing": True}
     try:
-        with quiet():
+        with quiet(), torch.no_grad():
             aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
     except Exception as e:
         raise ExportError(f"AOTInductor compilation failed: {describe(e)}") from None

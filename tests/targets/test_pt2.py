@@ -108,6 +108,16 @@ def test_data_dependent_control_flow_is_named_and_nothing_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def generated_calls(package) -> set[str]:
+    """The ATen/oneDNN kernels the package's generated C++ calls."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(package) as z:
+        code = "".join(z.read(n).decode() for n in z.namelist() if n.endswith("wrapper.cpp"))
+    return set(re.findall(r"aoti_torch_cpu_\w+", code))
+
+
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
                     reason="AOTInductor compiles C++: no g++ or clang++ on PATH")
 def test_aoti_int8_package_compiles_runs_and_keeps_accuracy(digits_model, calibration_data, digits_test,
@@ -117,6 +127,8 @@ def test_aoti_int8_package_compiles_runs_and_keeps_accuracy(digits_model, calibr
     target = targets.get("aoti")
     art = target.export(digits_model, QuantVariant(mode="static"), tmp_path / "digits.int8", {}, calibration_data)
     assert art.path.name == "digits.int8.aoti.pt2" and art.meta["compile_s"] > 0
+    calls = generated_calls(art.path)  # int8 oneDNN kernels, not float ones on dequantized weights
+    assert any("qconv" in c for c in calls) and not any(c.endswith("_convolution") for c in calls), calls
     x, y = digits_test
     session = target.open_session(art.path, Device("cpu"), 2)
     assert session.runtime.startswith("AOTInductor") and session.output_names == ["logits"]
