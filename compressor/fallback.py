@@ -438,7 +438,8 @@ def _refuse(probe: _Prober, variant: QuantVariant, target: "Target", ranking, mo
     works = _precisions_that_work(probe, variant, target)
     bound = probe.budget.max_float_layers
     msg = (f"{cause}; " + (f"within max_float_layers={bound}; " if bound is not None else "")
-           + (f"precisions that meet it: {', '.join(works)}" if works else "no other precision of this target meets it"))
+           + (f"precisions that meet it: {', '.join(works)}" if works
+              else "no other precision of this target meets it"))
     return FallbackOutcome(artifact=None, fidelity=None, float_layers=[], lowering="", attempts=probe.attempts,
                            refused=msg, sensitivity=list(ranking), sensitivity_mode=mode,
                            error_type=LoweringRefused if all_crashed else FallbackRefused)

@@ -137,9 +137,9 @@ class QuantVariant(Strict):
 
     @model_validator(mode="after")
     def _fallback_needs_int8(self) -> "QuantVariant":
-        if self.fallback is not None and self.mode == "fp16":
-            raise ValueError("fallback keeps layers of an int8 variant in float; fp16 has none to keep "
-                             "(drop 'fallback' or use mode static/dynamic)")
+        if self.fallback is not None and self.mode in ("fp16", "qat"):
+            raise ValueError(f"fallback re-lowers the float model with layers kept in float: mode static or "
+                             f"dynamic, not {self.mode} (drop 'fallback' or change the mode)")
         return self
 
     @property

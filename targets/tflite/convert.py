@@ -61,8 +61,10 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
     from compressor.layers import check_module_names, module_types
 
     check_module_names(model.module, variant.exclude, "tflite")
+    # channels_last wraps the model (litert-torch's ChannelLastIOWrapper keeps it as `wrapped`).
+    scope = "wrapped." if channels_last else ""
     for name in variant.exclude:  # layers the recipe keeps in float
-        quantizer.keep_float(name)
+        quantizer.keep_float(scope + name)
     for cls in module_types(model.module, variant.exclude_ops, "tflite"):
         quantizer.keep_float_type(cls)
     with _quiet():

@@ -5,7 +5,6 @@ runtimes (onnxruntime, TorchScript) checking every number."""
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
@@ -116,11 +115,20 @@ def test_onnx_exclude_takes_module_names_blocks_and_op_types(model, calibration,
                       calibration, base=onnx_base)
 
 
+def test_tflite_exclude_by_module_name_keeps_that_layer_float(model, calibration, reference, tmp_path):
+    # litert-torch's own module-name filter matched nothing with this torch: `head` was
+    # quantized anyway. Kept float, the artifact holds cosine 0.99 on ai-edge-litert.
+    variant = QuantVariant(mode="static", calibration_samples=32, exclude=["head"])
+    art = targets.get("tflite").export(model, variant, tmp_path / "m", {}, calibration, base=None)
+    assert _cosine_on_runtime("tflite", art.path, reference) > 0.99
+
+
 def test_torchscript_fallback_keeps_only_the_fragile_layer_in_float(model, calibration, reference, tmp_path):
     ts = targets.get("torchscript")
     base = ts.export(model, None, tmp_path / "m", {}, None)
     variant = QuantVariant(mode="static", calibration_samples=64, fallback=FallbackSpec(min_cosine=0.99))
-    got = lower_with_fallback(ts, model, variant, {}, calibration, base, reference, tmp_path / "m.int8", variant.fallback)
+    got = lower_with_fallback(ts, model, variant, {}, calibration, base, reference, tmp_path / "m.int8",
+                              variant.fallback)
     assert got.refused is None and got.float_layers == ["head"] and got.lowering == "default"
     assert got.attempts[0]["float_layers"] == [] and got.attempts[0]["cosine"] < 0.9 and not got.attempts[0]["ok"]
     assert got.artifact.path == tmp_path / "m.int8.pt"
@@ -156,7 +164,8 @@ def test_pipeline_fallback_meets_the_budget_on_onnxruntime_and_reports_it(fallba
 
 
 def test_an_impossible_budget_is_refused_in_one_line_with_no_artifact(tmp_path, capsys):
-    (tmp_path / "r.yaml").write_text(RECIPE.format(fallback="{min_cosine: 0.99999, max_float_layers: 0}"))
+    budget = "{min_cosine: 0.99999, max_float_layers: 0, sensitivity: target}"
+    (tmp_path / "r.yaml").write_text(RECIPE.format(fallback=budget))
     code = main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -185,3 +194,5 @@ def test_accuracy_budget_without_labels_is_a_recipe_error(model, calibration, on
                             tmp_path / "m", variant.fallback)
     with pytest.raises(ValueError, match="min_cosine and/or max_accuracy_drop"):
         FallbackSpec(min_cosine=None)
+    with pytest.raises(ValueError, match="not fp16"):
+        QuantVariant(mode="fp16", fallback=FallbackSpec())
