@@ -47,7 +47,8 @@ class _Pt2Base(Target):
         program, dynamic = ex.export_program(source, model, opts.dynamic_batch)
         meta: dict[str, Any] = {"exporter": f"torch.export {torch.__version__}", "dynamic_batch": dynamic}
         if variant is not None:
-            converted, notes = ex.pt2e_int8(program, model, variant, calibration, for_inductor=self.compiled)
+            converted, notes = ex.pt2e_int8(program, model, variant, calibration, for_inductor=self.compiled,
+                                             dynamic_batch=dynamic)
             meta.update(notes)
             program, _ = ex.export_program(converted, model, dynamic)
             if not self.compiled:  # say so: this artifact is not the fast one

@@ -101,7 +101,7 @@ def unshare_stateless_modules(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | None,
-              for_inductor: bool = False) -> tuple[torch.nn.Module, dict]:
+              for_inductor: bool = False, dynamic_batch: bool = True) -> tuple[torch.nn.Module, dict]:
     """prepare_pt2e -> calibrate -> convert_pt2e with the X86InductorQuantizer: the graph
     Inductor lowers to oneDNN int8 kernels (quantize/dequantize pairs it fuses away)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -137,7 +137,7 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
             prepared = prepare_pt2e(program.module(), quantizer)
             data = calibration.take(v.calibration_samples)
             with torch.no_grad():
-                for batch in data.batches(CALIB_BATCH):
+                for batch in _calibration_batches(data, model, dynamic_batch):
                     prepared(*(torch.from_numpy(batch[n]) for n in model.input_names))
             converted = convert_pt2e(prepared)
     except (DataError, RecipeError):
@@ -149,6 +149,21 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
                        "calibration_samples": len(data), "weights": "int8 symmetric per-channel",
                        "activations": "uint8 asymmetric", "excluded": list(v.exclude),
                        "float_one_channel_convolutions": one_channel}
+
+
+def _calibration_batches(data: Dataset, model: Model, dynamic_batch: bool):
+    """Batches of 16, or of the declared batch size for a program exported with a fixed
+    batch (it refuses any other); a trailing partial batch is then left out."""
+    if dynamic_batch:
+        yield from data.batches(CALIB_BATCH)
+        return
+    size = model.inputs[0].shape[0]
+    if len(data) < size:
+        raise DataError(f"static int8 calibration needs at least {size} samples: the model takes a fixed batch "
+                        f"of {size}, and the calibration data has {len(data)}")
+    for batch in data.batches(size):
+        if len(next(iter(batch.values()))) == size:
+            yield batch
 
 
 def _with_minmax(config):

@@ -55,9 +55,14 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
         prepared = _prepare(float_model, mapping, example, v)
         _clamp_observers(prepared, relu6)
     data = calibration.take(v.calibration_samples)
-    with torch.no_grad():
-        for batch in data.batches(CALIB_BATCH):
-            prepared(*(torch.from_numpy(batch[n]) for n in names))
+    try:
+        with torch.no_grad():
+            for batch in data.batches(CALIB_BATCH):
+                prepared(*(torch.from_numpy(batch[n]) for n in names))
+    except Exception as e:  # the model's own code: a reshape to a fixed batch size, ...
+        raise ExportError(f"TorchScript static int8 ({v.label}) failed while calibrating on batches of "
+                          f"{CALIB_BATCH} ({type(e).__name__}: {first_line(e)}); the TorchScript target needs a "
+                          "model that runs any batch size (the pt2 target takes a fixed one)") from None
     try:
         quantized = convert_fx(prepared)
     except Exception as e:

@@ -11,6 +11,7 @@ from torch import nn
 
 import targets
 from compressor.cli import main
+from compressor.data import Dataset
 from compressor.errors import ExportError
 from compressor.model import Model
 from compressor.recipe import InputSpec, QuantVariant
@@ -106,6 +107,28 @@ def test_data_dependent_control_flow_is_named_and_nothing_is_written(tmp_path):
         targets.get("pt2").export(model, None, tmp_path / "gb", {}, None)
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+class FixedBatch(nn.Module):
+    """Reshapes to a batch of exactly 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 64, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).reshape(1, 8 * 64))
+
+
+def test_int8_of_a_fixed_batch_model_calibrates_one_batch_at_a_time(tmp_path):
+    torch.manual_seed(0)
+    model = Model(module=FixedBatch().eval(), inputs=[InputSpec(name="x", shape=[1, 3, 8, 8])])
+    data = Dataset({"x": np.random.default_rng(0).random((20, 3, 8, 8), dtype=np.float32)})
+    art = targets.get("pt2").export(model, QuantVariant(mode="static"), tmp_path / "fixed", {}, data)
+    assert art.meta["dynamic_batch"] is False and art.meta["calibration_samples"] == 20
+    x = data.inputs["x"][:1]
+    got = targets.get("pt2").open_session(art.path, Device("cpu"), 1).run({"x": x})[0]
+    assert np.abs(got - model.run({"x": x})[0]).max() < 0.05
 
 
 def generated_calls(package) -> set[str]:

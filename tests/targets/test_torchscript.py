@@ -169,6 +169,25 @@ def test_relu6_that_cannot_be_fused_still_clamps_at_six(tmp_path, module_cls, ex
     assert np.abs(got - ref).max() < 0.5
 
 
+class FixedBatch(nn.Module):
+    """Reshapes to a batch of exactly 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 64, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).reshape(1, 8 * 64))
+
+
+def test_int8_of_a_fixed_batch_model_fails_in_one_line_naming_the_batch(tmp_path):
+    model = Model(module=FixedBatch().eval(), inputs=[InputSpec(name="x", shape=[1, 3, 8, 8])])
+    data = Dataset({"x": np.random.default_rng(0).random((20, 3, 8, 8), dtype=np.float32)})
+    with pytest.raises(ExportError, match=r"calibrating on batches of 16 \(RuntimeError: shape .*any batch size") as info:
+        targets.get("torchscript").export(model, QuantVariant(mode="static"), tmp_path / "fixed", {}, data)
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
+
+
 class Branchy(nn.Module):
     def forward(self, x):
         if x.sum() > 0:  # data-dependent: a trace would keep one branch
