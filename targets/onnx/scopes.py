@@ -49,6 +49,7 @@ def nodes_to_exclude(path: Path, exclude: list[str], exclude_ops: list[str]) -> 
         if not hits:
             raise RecipeError(_unknown(name, scopes))
         out.extend(hits)
+    out = _with_shape_ops(nodes, out)
     for op in exclude_ops:
         if not onnx.defs.has(op):
             close = difflib.get_close_matches(op, sorted({n.op_type for n in nodes}), n=1, cutoff=0.5)
@@ -57,6 +58,40 @@ def nodes_to_exclude(path: Path, exclude: list[str], exclude_ops: list[str]) -> 
                               + " (the onnx target takes ONNX op types such as HardSigmoid, Softmax)")
         out.extend(n.name for n in nodes if n.op_type == op)
     return list(dict.fromkeys(out))
+
+
+# Ops that only move data. ONNX Runtime quantizes them too (a Q/DQ pair on each side),
+# which on a float neighbour adds error and saves nothing.
+SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
+
+
+def _with_shape_ops(nodes, excluded: list[str]) -> list[str]:
+    """Add each shape-only node of no module of its own (a `torch.flatten` in the top
+    level's forward) that reads from, or only feeds, a node kept in float: otherwise
+    keeping `head` float still quantizes the flatten in front of it."""
+    if not excluded:
+        return excluded
+    keep = set(excluded)
+    producer = {o: n.name for n in nodes for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    loose = [n for n in nodes if n.op_type in SHAPE_OPS and not node_modules(n) and n.name not in keep]
+    changed = True
+    while changed:  # chains of reshapes
+        changed = False
+        for n in loose:
+            if n.name in keep:
+                continue
+            fed_by_float = bool(n.input) and producer.get(n.input[0]) in keep
+            users = [u for o in n.output for u in consumers.get(o, [])]
+            feeds_float = bool(users) and all(u in keep for u in users)
+            if fed_by_float or feeds_float:
+                keep.add(n.name)
+                excluded = [*excluded, n.name]
+                changed = True
+    return excluded
 
 
 def module_names(path: Path) -> list[str]:

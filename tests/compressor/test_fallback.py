@@ -19,6 +19,7 @@ from compressor.recipe import DataSource, FallbackSpec, InputSpec, QuantVariant
 from compressor.sensitivity import candidates, layer_sensitivity
 from fragile_models import fragile_se
 from targets.base import Device, run_batched
+from targets.onnx.scopes import nodes_to_exclude
 from targets.validate import compare
 
 INPUTS = [InputSpec(name="pixels", shape=[1, 1, 8, 8])]
@@ -99,6 +100,9 @@ def test_onnx_exclude_takes_module_names_blocks_and_op_types(model, calibration,
                          tmp_path / "head", {}, calibration, base=onnx_base)
     assert _cosine_on_runtime("onnx", plain.path, reference) < 0.9
     assert _cosine_on_runtime("onnx", head.path, reference) > 0.99
+    # The flatten in front of `head` (top-level code, no module of its own) stays float with it.
+    ops = {n.name: n.op_type for n in onnx.load(str(onnx_base.path)).graph.node}
+    assert sorted(ops[n] for n in nodes_to_exclude(onnx_base.path, ["head"], [])) == ["Gemm", "Reshape"]
     gemm = next(n for n in onnx.load(str(head.path)).graph.node if n.op_type == "Gemm")
     inits = {i.name: i for i in onnx.load(str(head.path)).graph.initializer}
     assert inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT  # float weight, no DequantizeLinear
