@@ -26,7 +26,7 @@ def module_scores(src: Path, variant: QuantVariant, calibration: Dataset | None,
     from targets.onnx.quantize import (CALIB_BATCH, _Reader, _root_logger_quiet, calibrate, calibration_method,
                                        preprocess, quantize_qdq)
     from targets.onnx.runtime import OrtSession
-    from targets.onnx.scopes import nodes_to_exclude
+    from targets.onnx.scopes import follow_preprocess, nodes_to_exclude
 
     if calibration is None or not len(calibration):
         raise DataError("ONNX layer sensitivity needs calibration data: add 'data: {calibration: ...}'")
@@ -43,7 +43,7 @@ def module_scores(src: Path, variant: QuantVariant, calibration: Dataset | None,
         except Exception as e:
             raise ExportError(f"ONNX layer sensitivity: calibration failed ({first_line(e)})") from None
         for name in modules:
-            nodes = nodes_to_exclude(src, [name], [])
+            nodes = follow_preprocess(src, pre, nodes_to_exclude(src, [name], []))
             if not nodes:
                 out[name] = None
                 continue

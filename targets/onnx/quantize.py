@@ -13,7 +13,7 @@ import numpy as np
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, first_line
 from compressor.recipe import QuantVariant
-from targets.onnx.scopes import nodes_to_exclude
+from targets.onnx.scopes import follow_preprocess, nodes_to_exclude
 
 CALIB_BATCH = 16
 ENTROPY_BINS = 2048
@@ -70,7 +70,7 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
     cache = work / "calibration.json"
     try:
         calibrate(pre, method, v, _Reader(data, CALIB_BATCH if batch_dynamic else 1), work, cache)
-        quantize_qdq(pre, dst, v, method, cache, external_data, nodes_to_exclude=skip)
+        quantize_qdq(pre, dst, v, method, cache, external_data, nodes_to_exclude=follow_preprocess(src, pre, skip))
     except Exception as e:
         raise ExportError(f"ONNX static int8 ({v.label}) failed in onnxruntime's quantizer: "
                           f"{first_line(e)}") from None

@@ -114,3 +114,44 @@ def _unknown(name: str, scopes: dict[str, list[str]]) -> str:
     close = difflib.get_close_matches(name, modules + list(scopes), n=1, cutoff=0.6)
     return (f"exclude names {name!r}, which is neither a module of the model nor an ONNX node"
             + (f"; did you mean {close[0]!r}?" if close else f"; modules: {', '.join(modules[:8])}"))
+
+
+def follow_preprocess(src: Path, pre: Path, names: list[str]) -> list[str]:
+    """The nodes of the pre-processed graph `pre` that stand for nodes `names` of `src`.
+
+    ONNX Runtime's pre-processing rewrites some nodes into unnamed ones (HardSwish becomes
+    an unnamed HardSigmoid and Mul), which `nodes_to_exclude` could not name: such a node
+    is given a name (the file is rewritten) and belongs to the source node whose output
+    it produces, or else to the one its results feed."""
+    if not names:
+        return []
+    import onnx
+
+    base_nodes = onnx.load(str(src), load_external_data=False).graph.node
+    base_names = {n.name for n in base_nodes}
+    made_by = {o: n.name for n in base_nodes for o in n.output}
+    proto = onnx.load(str(pre), load_external_data=False)
+    nodes = list(proto.graph.node)
+    renamed = False
+    for i, n in enumerate(nodes):
+        if not n.name:
+            n.name, renamed = f"pre_{i}_{n.op_type}", True
+    owner: dict[str, str] = {}
+    for n in nodes:
+        if n.name in base_names:
+            owner[n.name] = n.name
+        elif src_node := next((made_by[o] for o in n.output if o in made_by), None):
+            owner[n.name] = src_node
+    consumers: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    for n in reversed(nodes):  # intermediates of a rewrite: owned by what they feed
+        if n.name not in owner:
+            owners = {owner.get(u) for o in n.output for u in consumers.get(o, [])}
+            if len(owners) == 1 and None not in owners:
+                owner[n.name] = owners.pop()
+    if renamed:
+        onnx.save(proto, str(pre))
+    wanted = set(names)
+    return [n.name for n in nodes if owner.get(n.name) in wanted]
