@@ -5,9 +5,9 @@ another lowering) until the output cosine against fp32 reaches 0.99, or a refusa
     python -m benchmarks.suite.int8_sweep [--arch resnet18,vit] [--target onnx,tflite] [--quick]
                                           [--runs 15] [--threads 1] [--out runs/bench]
 
-Inputs: batch 1, seed 0, eval mode, at the size in ARCHS (224 where the sweep's time
-allows, smaller for the heavy graphs; ViT and Swin are torchvision's own classes at
-reduced width and depth, see ARCHS). Calibration (32 images) and validation (16 other
+Inputs: batch 1, seed 0, eval mode, 128x128 (112 for ViT and Swin, which are
+torchvision's own classes at reduced width and depth, see ARCHS): at 224 a TFLite
+calibration alone took minutes on the shared 2-core box, and the sweep must fit ~45 min. Calibration (32 images) and validation (16 other
 images) are synthetic but natural-ish: 1/f amplitude spectrum noise (the power law of
 natural images) with correlated colour channels, in [0, 1], then ImageNet-normalised.
 Each architecture runs in its own process, so that a runtime crash costs that
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -78,19 +79,19 @@ def _swin():
 
 
 ARCHS: dict[str, Arch] = {
-    "resnet18": Arch(_tv("resnet18"), 224, 64),
-    "mobilenet_v2": Arch(_tv("mobilenet_v2"), 224, 64),
-    "mobilenet_v3_small": Arch(_tv("mobilenet_v3_small"), 224, 64, "hard-swish, squeeze-excitation"),
-    "efficientnet_b0": Arch(_tv("efficientnet_b0"), 224, 64, "SiLU, squeeze-excitation"),
-    "regnet_y_400mf": Arch(_tv("regnet_y_400mf"), 224, 64, "grouped convs, squeeze-excitation"),
-    "shufflenet_v2_x1_0": Arch(_tv("shufflenet_v2_x1_0"), 224, 64, "channel shuffle"),
-    "squeezenet1_1": Arch(_tv("squeezenet1_1"), 224, 64),
-    "densenet121": Arch(_tv("densenet121"), 160, 64, "concatenations"),
-    "inception_v3": Arch(_tv("inception_v3", aux_logits=False, init_weights=True), 160, 96,
-                         "input 160 (torchvision's minimum is 75)"),
-    "convnext_tiny": Arch(_tv("convnext_tiny"), 128, 64, "layer norm, GELU, layer scale; input 128"),
+    "resnet18": Arch(_tv("resnet18"), 128, 64),
+    "mobilenet_v2": Arch(_tv("mobilenet_v2"), 128, 64),
+    "mobilenet_v3_small": Arch(_tv("mobilenet_v3_small"), 128, 64, "hard-swish, squeeze-excitation"),
+    "efficientnet_b0": Arch(_tv("efficientnet_b0"), 128, 64, "SiLU, squeeze-excitation"),
+    "regnet_y_400mf": Arch(_tv("regnet_y_400mf"), 128, 64, "grouped convs, squeeze-excitation"),
+    "shufflenet_v2_x1_0": Arch(_tv("shufflenet_v2_x1_0"), 128, 64, "channel shuffle"),
+    "squeezenet1_1": Arch(_tv("squeezenet1_1"), 128, 64),
+    "densenet121": Arch(_tv("densenet121"), 128, 64, "concatenations"),
+    "inception_v3": Arch(_tv("inception_v3", aux_logits=False, init_weights=True), 128, 96,
+                         "torchvision's minimum input is 75"),
+    "convnext_tiny": Arch(_tv("convnext_tiny"), 128, 64, "layer norm, GELU, layer scale"),
     "vit": Arch(_vit, 112, 112, "torchvision VisionTransformer, patch 16, 4 layers, width 192, 3 heads"),
-    "swin": Arch(_swin, 224, 112, "torchvision SwinTransformer, embed 48, depths 2-2-2-2, window 7"),
+    "swin": Arch(_swin, 112, 112, "torchvision SwinTransformer, embed 48, depths 2-2-2-2, window 7"),
 }
 
 
@@ -204,7 +205,8 @@ def _fallback(row: dict, target, model, variant, calib, base, reference, out: Pa
     t0 = time.perf_counter()
     try:
         outcome = lower_with_fallback(target, model, variant, {}, calib, base, reference, out,
-                                      FallbackSpec(min_cosine=MIN_COSINE))
+                                      FallbackSpec(min_cosine=MIN_COSINE, sensitivity_samples=8),
+                                      measure_latency=False)  # timed here, beside fp32
     except Exception as e:
         err = _error(e)
         row.update(status="refused" if err["clear"] else "failed", cosine=row["plain"]["cosine"],
@@ -240,7 +242,7 @@ def sweep_arch(arch: str, tnames: list[str], quick: bool, runs: int, threads: in
     torch.manual_seed(0)
     module = spec.build().eval()
     model = Model(module=module, inputs=[InputSpec(name="input", shape=[1, 3, size, size])], source=arch)
-    n_cal, n_val = (8, 4) if quick else (CALIB_IMAGES, VAL_IMAGES)
+    n_cal, n_val = (16, 8) if quick else (CALIB_IMAGES, VAL_IMAGES)
     calib = Dataset({"input": natural_images(n_cal, size, seed=0)})
     val = {"input": natural_images(n_val, size, seed=1)}
     reference = Reference(inputs=val, outputs=model.run(val), accuracy=None, eval_samples=None, on_real_data=False)
@@ -326,11 +328,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma-separated, from: {', '.join(ARCHS)}")
     ap.add_argument("--target", default=",".join(TARGETS))
-    ap.add_argument("--quick", action="store_true", help="small inputs, 8 calibration and 4 validation images")
+    ap.add_argument("--quick", action="store_true", help="small inputs (ARCHS' quick_size), 16 calibration and 8 validation images")
     ap.add_argument("--runs", type=int, default=15, help="timed runs per artifact (interleaved)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-fallback", dest="fallback", action="store_false", help="the plain path only")
     ap.add_argument("--arch-timeout", type=int, default=ARCH_TIMEOUT_S)
+    ap.add_argument("--jobs", type=int, default=1, help="architectures run at once (latency gets noisier)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -354,24 +357,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from compressor.fsutil import write_text
 
+    suite = "int8_sweep" + ("_quick" if args.quick else "")
     rows: list[dict] = []
     lines = table([])
     print("\n".join(lines[:2]), flush=True)
-    with tempfile.TemporaryDirectory(prefix="int8-sweep-") as d:
-        for arch in arch_names:
-            for row in _run_worker(arch, tnames, args, Path(d)):
+    with tempfile.TemporaryDirectory(prefix="int8-sweep-") as d, ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(_run_worker, arch, tnames, args, Path(d)) for arch in arch_names]
+        for future in as_completed(futures):
+            for row in future.result():
                 rows.append(row)
                 print(table([row])[2], flush=True)
+            write_text(args.out / f"{suite}.partial.md", markdown(rows, args))  # a long sweep shows progress
+    order = {a: i for i, a in enumerate(arch_names)}
+    rows.sort(key=lambda r: (order[r["arch"]], tnames.index(r["target"])))
+    (args.out / f"{suite}.partial.md").unlink(missing_ok=True)
     s = summary(rows)
     print(f"{s['pairs']} pairs: {s['plain']} plain, {s['fallback']} fallback, {s['refused']} refused, "
           f"{s['missed']} missed, {s['failed']} failed")
-    suite = "int8_sweep" + ("_quick" if args.quick else "")
     write_text(args.out / f"{suite}.md", markdown(rows, args))
     return common.finish(suite, args, rows, missed(rows), summary=s, min_cosine=MIN_COSINE,
                          archs={a: {"input": ARCHS[a].quick_size if args.quick else ARCHS[a].size,
                                     "note": ARCHS[a].note} for a in arch_names},
-                         calibration=f"{8 if args.quick else CALIB_IMAGES} synthetic 1/f-spectrum images",
-                         validation=f"{4 if args.quick else VAL_IMAGES} other such images")
+                         calibration=f"{16 if args.quick else CALIB_IMAGES} synthetic 1/f-spectrum images",
+                         validation=f"{8 if args.quick else VAL_IMAGES} other such images")
 
 
 if __name__ == "__main__":
