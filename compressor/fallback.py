@@ -266,6 +266,8 @@ def _order(model, target, variant, calibration, base, reference, labels, budget,
     from compressor.sensitivity import candidates, layer_sensitivity
 
     names = [n for n in candidates(model, budget.granularity) if n not in variant.exclude]
+    if target.name == "onnx":  # only layers the exported graph has nodes of can be kept float there
+        names = [n for n in names if _onnx_nodes_of(base, n)]
     if ranking:
         ranked = [s.name for s in ranking if s.name in names]
         return ranked + [n for n in names if n not in ranked], ranking, "given"
@@ -288,6 +290,15 @@ def _order(model, target, variant, calibration, base, reference, labels, budget,
     except CompressorError as e:
         return names, [], f"model order (sensitivity failed: {first_line(e)})"
     return [s.name for s in scores], scores, how
+
+
+def _onnx_nodes_of(base, name: str) -> bool:
+    from targets.onnx.scopes import nodes_to_exclude
+
+    try:
+        return bool(nodes_to_exclude(base.path, [name], []))
+    except RecipeError:
+        return False
 
 
 def target_sensitivity(target, model: Model, variant: QuantVariant, calibration, base, inputs: dict,

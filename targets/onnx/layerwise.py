@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compressor.data import Dataset
-from compressor.errors import DataError, ExportError, first_line
+from compressor.errors import DataError, ExportError, RecipeError, first_line
 from compressor.recipe import QuantVariant
 
 BATCH = 64
@@ -43,7 +43,10 @@ def module_scores(src: Path, variant: QuantVariant, calibration: Dataset | None,
         except Exception as e:
             raise ExportError(f"ONNX layer sensitivity: calibration failed ({first_line(e)})") from None
         for name in modules:
-            nodes = follow_preprocess(src, pre, nodes_to_exclude(src, [name], []))
+            try:
+                nodes = follow_preprocess(src, pre, nodes_to_exclude(src, [name], []))
+            except RecipeError:  # no node of its own in the exported graph
+                nodes = []
             if not nodes:
                 out[name] = None
                 continue

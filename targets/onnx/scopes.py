@@ -46,6 +46,10 @@ def nodes_to_exclude(path: Path, exclude: list[str], exclude_ops: list[str]) -> 
             out.append(name)
             continue
         hits = [n for n, mods in scopes.items() if name in mods]
+        for alias in ([] if hits else _folded_into(name)):
+            hits = [n for n, mods in scopes.items() if alias in mods and mods[-1] == alias]
+            if hits:
+                break
         if not hits:
             raise RecipeError(_unknown(name, scopes))
         out.extend(hits)
@@ -92,6 +96,21 @@ def _with_shape_ops(nodes, excluded: list[str]) -> list[str]:
                 excluded = [*excluded, n.name]
                 changed = True
     return excluded
+
+
+def _folded_into(name: str) -> list[str]:
+    """Where a convolution's nodes go when the exporter folds the BatchNorm after it into
+    it: the fused Conv carries the BatchNorm's scope. The BatchNorm is the next child of a
+    Sequential ('features.0.0' -> 'features.0.1') or a sibling named like it ('conv1' ->
+    'bn1', 'conv' -> 'bn')."""
+    parent, _, leaf = name.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    out = []
+    if leaf.isdigit():
+        out.append(f"{prefix}{int(leaf) + 1}")
+    if "conv" in leaf:
+        out += [prefix + leaf.replace("conv", "bn"), prefix + leaf.replace("conv", "norm")]
+    return out
 
 
 def module_names(path: Path) -> list[str]:

@@ -206,3 +206,12 @@ def test_accuracy_budget_without_labels_is_a_recipe_error(model, calibration, on
         FallbackSpec(min_cosine=None)
     with pytest.raises(ValueError, match="not fp16"):
         QuantVariant(mode="fp16", fallback=FallbackSpec())
+
+
+def test_onnx_exclude_finds_a_convolution_folded_with_its_batchnorm(digits_model, tmp_path):
+    # The exporter folds BatchNorm into the convolution before it; the fused Conv carries
+    # the BatchNorm's scope ('features.0.1'), yet 'features.0.0' names it.
+    base = targets.get("onnx").export(digits_model, None, tmp_path / "d", {}, None)
+    got = nodes_to_exclude(base.path, ["features.0.0", "features.3.0"], [])
+    ops = {n.name: n.op_type for n in onnx.load(str(base.path)).graph.node}
+    assert [ops[n] for n in got] == ["Conv", "Conv"]
