@@ -41,6 +41,7 @@ MIN_COSINE = 0.99
 TARGETS = ("onnx", "tflite", "torchscript")
 CALIB_IMAGES = 32
 VAL_IMAGES = 16
+WARMUP = 5
 ARCH_TIMEOUT_S = 1800  # one architecture on every target, fallback included
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -113,12 +114,14 @@ def natural_images(n: int, size: int, seed: int) -> np.ndarray:
     return out
 
 
-def median_latencies(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str, float]:
-    """Median ms of one batch-1 run per session, interleaved so that a slow spell of the
-    (shared) machine hits every session alike; two warm-up runs each first."""
+def latencies(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str, tuple[float, float]]:
+    """(median, min) ms of one batch-1 run per session, interleaved so that a slow spell
+    of the (shared) machine hits every session alike, after WARMUP runs each (TorchScript's
+    profiling executor optimises over its first calls). On an overloaded box a short run
+    escapes preemption more often than a long one, which skews medians; the min does not."""
     feeds = {name: {s.inputs[0].name: x} for name, s in sessions.items()}
     for name, s in sessions.items():
-        for _ in range(2):
+        for _ in range(WARMUP):
             s.run(feeds[name])
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(runs):
@@ -126,7 +129,7 @@ def median_latencies(sessions: dict[str, object], x: np.ndarray, runs: int) -> d
             t = time.perf_counter()
             s.run(feeds[name])
             times[name].append((time.perf_counter() - t) * 1e3)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return {name: (statistics.median(v), min(v)) for name, v in times.items()}
 
 
 def _fidelity(target, artifact, reference) -> dict:
@@ -189,8 +192,10 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
     if final is not None:
         sessions = {"fp32": target.open_session(base.path, Device(), threads),
                     "int8": target.open_session(final.path, Device(), threads)}
-        lat = median_latencies(sessions, reference.inputs[model.inputs[0].name][:1], runs)
-        row.update(fp32_ms=lat["fp32"], int8_ms=lat["int8"], speedup=lat["fp32"] / lat["int8"])
+        lat = latencies(sessions, reference.inputs[model.inputs[0].name][:1], runs)
+        row.update(fp32_ms=lat["fp32"][0], int8_ms=lat["int8"][0], speedup=lat["fp32"][0] / lat["int8"][0],
+                   fp32_min_ms=lat["fp32"][1], int8_min_ms=lat["int8"][1],
+                   speedup_min=lat["fp32"][1] / lat["int8"][1])
     return row
 
 
@@ -277,14 +282,15 @@ def _run_worker(arch: str, tnames: list[str], args, work: Path) -> list[dict]:
 
 def table(rows: list[dict]) -> list[str]:
     head = f"| {'arch':19s}| {'target':12s}| {'plain cos':>10s} | {'final cos':>9s} | {'status':9s}| float | " \
-           f"{'lowering':24s}| {'fp32 ms':>8s} | {'int8 ms':>8s} | speedup |"
+           f"{'lowering':24s}| {'fp32 ms':>8s} | {'int8 ms':>8s} | speedup | by min |"
     lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
     for r in rows:
         p = r.get("plain") or {}
         plain = f"{p['cosine']:.4f}" if p.get("cosine") is not None else (p.get("error") or {}).get("type", "-")
         final = f"{r['cosine']:.4f}" if r.get("cosine") is not None else "-"
-        ms = (f"{r['fp32_ms']:8.2f} | {r['int8_ms']:8.2f} | {r['speedup']:6.2f}x" if "int8_ms" in r
-              else f"{'-':>8s} | {'-':>8s} | {'-':>7s}")
+        ms = (f"{r['fp32_ms']:8.2f} | {r['int8_ms']:8.2f} | {r['speedup']:6.2f}x | " +
+              (f"{r['speedup_min']:5.2f}x" if "speedup_min" in r else f"{'-':>6s}") if "int8_ms" in r
+              else f"{'-':>8s} | {'-':>8s} | {'-':>7s} | {'-':>6s}")
         lines.append(f"| {r['arch']:19s}| {r['target']:12s}| {plain[:10]:>10s} | {final:>9s} | {r['status']:9s}| "
                      f"{len(r.get('float_layers') or []):5d} | {str(r.get('lowering') or '-')[:24]:24s}| {ms} |")
     return lines
@@ -299,7 +305,9 @@ def markdown(rows: list[dict], args) -> str:
     s = summary(rows)
     out = ["# int8 sweep: torchvision architectures on ONNX, TFLite and TorchScript", "",
            f"Random weights, batch 1, {args.threads} thread(s), static int8 with each target's default "
-           f"lowering, then the fallback until cosine >= {MIN_COSINE}.", "",
+           f"lowering, then the fallback until cosine >= {MIN_COSINE}. Latency: median of interleaved "
+           "runs (speedup = fp32 / int8); 'by min' compares the fastest runs, robust when the machine is "
+           "overloaded.", "",
            f"{s['pairs']} (arch, target) pairs: {s['plain']} pass plain, {s['fallback']} needed the fallback, "
            f"{s['refused']} refused, {s['missed'] + s['failed']} missed or failed.", "", *table(rows), ""]
     notes = [f"- {r['arch']}/{r['target']}: {r['refusal']}" for r in rows if r.get("refusal")]
