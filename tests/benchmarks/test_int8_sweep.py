@@ -61,3 +61,14 @@ def test_unknown_arch_or_target_is_a_usage_error(capsys):
     assert e.value.code == 2 and "--arch resnet9000: unknown" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         sweep.parse(["--target", "coreml"])
+
+
+def test_reduced_vit_has_a_live_head():
+    # torchvision zero-initialises ViT's head: int8 would "agree" with an all-zero output.
+    import torch
+
+    torch.manual_seed(0)
+    vit = sweep.ARCHS["vit"].build().eval()
+    with torch.no_grad():
+        out = vit(torch.from_numpy(sweep.natural_images(2, sweep.ARCHS["vit"].size, seed=1))).numpy()
+    assert out.shape == (2, 1000) and np.abs(out).max() > 1e-3 and not np.allclose(out[0], out[1])
