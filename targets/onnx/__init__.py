@@ -103,7 +103,7 @@ class OnnxTarget(Target):
 def _unfused(model: "Model", work: Path, opts: OnnxOptions, external: bool) -> Path:
     """The plain export, which quantized variants lower from when the fp32 artifact is
     fused: on BERT, ORT's own fusions of the dynamic int8 graph (DynamicQuantizeMatMul)
-    ran 7-8% faster than its QAttention kernel (benchmarks/suite/bert_dynamic.py), and
+    ran 7-9% faster than its QAttention kernel (benchmarks/suite/bert_dynamic.py), and
     QDQ static int8 wants plain MatMuls to wrap."""
     from targets.onnx.export import export_fp32
 
