@@ -21,7 +21,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise
+SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise \
+          int8_sweep bert_dynamic tune_digits
 
 # Every suite runs even when one misses a target; the exit code says whether any did.
 bench: setup

@@ -35,3 +35,22 @@ def finish(suite: str, args: argparse.Namespace, results: list[dict], missed: li
         print(f"MISSED {m}")
     print(f"wrote {path}")
     return 1 if missed else 0
+
+
+def digits_recipe_head(name: str, weights, targets: str) -> str:
+    """The start of a recipe on the shipped digits CNN with the built-in digits data,
+    for suites that add their own benchmark and steps."""
+    return f"""\
+version: 1
+name: {name}
+model:
+  factory: compressor.zoo.digits:digits_cnn
+  weights: {weights}
+  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
+  outputs: [logits]
+data:
+  calibration: {{source: digits, split: train, limit: 256}}
+  evaluation: {{source: digits, split: test}}
+  train: {{source: digits, split: train}}
+targets: [{targets}]
+"""

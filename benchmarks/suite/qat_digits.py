@@ -22,24 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.suite.common import digits_recipe_head
+
 MAX_QAT_LOSS = 0.003
 MIN_PTQ_LOSS = 0.01
 MAX_LATENCY_RATIO = 1.05
 TARGETS = ("onnx", "tflite", "torchscript")
 
 RECIPE = """\
-version: 1
-name: qat-digits
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {weights}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-  outputs: [logits]
-data:
-  calibration: {{source: digits, split: train, limit: 256}}
-  evaluation: {{source: digits, split: test}}
-  train: {{source: digits, split: train}}
-targets: [onnx, tflite, torchscript]
 benchmark: {{batch_sizes: [1], runs: {runs}, warmup: 20, warmup_s: 0.5, min_time_s: 1.0, memory: false}}
 validation: {{int8: {{min_cosine: 0.9, min_top1: 0.8}}}}
 steps:
@@ -67,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from compressor.zoo import digits
 
     weights = Path(digits.__file__).with_name(digits.WEIGHTS)
-    text = RECIPE.format(weights=weights, runs=args.runs, epochs=args.epochs, bn=max(0, args.epochs - 2),
+    text = digits_recipe_head("qat-digits", weights, "onnx, tflite, torchscript") + RECIPE.format(weights=weights, runs=args.runs, epochs=args.epochs, bn=max(0, args.epochs - 2),
                          obs=max(0, args.epochs - 1))
     recipe = parse_recipe(text, "qat_digits.yaml", target_options=targets.option_models())
     from compressor.pipeline import run

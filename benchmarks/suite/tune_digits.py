@@ -22,23 +22,10 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.suite.common import finish, parser, quiet
+from benchmarks.suite.common import digits_recipe_head, finish, parser, quiet
 
 RECIPE = """\
-version: 1
-name: tune-digits
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {weights}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-  outputs: [logits]
-data:
-  calibration: {{source: digits, split: train, limit: 256}}
-  evaluation: {{source: digits, split: test}}
-  train: {{source: digits, split: train}}
-targets: [onnx]
 benchmark: {{threads: {threads}, batch_sizes: [1], runs: {runs}, warmup: 20, warmup_s: 0.3, memory: false}}
 tune:
   trials: {trials}
@@ -70,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from compressor.tune.study import run_tune
     from compressor.zoo.digits import WEIGHTS_PATH
 
-    text = RECIPE.format(weights=WEIGHTS_PATH, threads=args.threads, runs=args.runs, trials=args.trials,
+    text = digits_recipe_head("tune-digits", WEIGHTS_PATH, "onnx") + RECIPE.format(weights=WEIGHTS_PATH, threads=args.threads, runs=args.runs, trials=args.trials,
                          sampler=args.sampler)
     recipe = parse_recipe(text, "tune_digits.yaml", target_options=targets.option_models())
     study_dir = args.out / "tune_digits"

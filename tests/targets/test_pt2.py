@@ -16,6 +16,7 @@ from compressor.errors import ExportError
 from compressor.model import Model
 from compressor.recipe import InputSpec, QuantVariant
 from targets.base import Device
+from fixed_batch import FixedBatch
 
 FAST = ["--runs", "5", "--warmup", "1", "--warmup-s", "0", "--no-isolate"]
 
@@ -107,17 +108,6 @@ def test_data_dependent_control_flow_is_named_and_nothing_is_written(tmp_path):
         targets.get("pt2").export(model, None, tmp_path / "gb", {}, None)
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
-
-
-class FixedBatch(nn.Module):
-    """Reshapes to a batch of exactly 1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 64, 4)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).reshape(1, 8 * 64))
 
 
 def test_int8_of_a_fixed_batch_model_calibrates_one_batch_at_a_time(tmp_path):

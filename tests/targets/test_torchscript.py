@@ -17,6 +17,7 @@ from compressor.errors import ExportError, RecipeError
 from compressor.model import Model
 from compressor.recipe import InputSpec, QuantVariant
 from targets.base import Device
+from fixed_batch import FixedBatch
 
 
 @pytest.fixture(scope="module")
@@ -167,17 +168,6 @@ def test_relu6_that_cannot_be_fused_still_clamps_at_six(tmp_path, module_cls, ex
     ref, got = model.run({"x": x})[0], open_(art.path).run({"x": x})[0]
     assert ref.max() == pytest.approx(6.0) and got.max() < 6.25  # one int8 step above 6 at most (was 11 to 13)
     assert np.abs(got - ref).max() < 0.5
-
-
-class FixedBatch(nn.Module):
-    """Reshapes to a batch of exactly 1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 64, 4)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).reshape(1, 8 * 64))
 
 
 def test_int8_of_a_fixed_batch_model_fails_in_one_line_naming_the_batch(tmp_path):
