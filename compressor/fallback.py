@@ -183,6 +183,11 @@ class _Prober:
         from targets.base import Device, run_batched
         from targets.validate import compare
 
+        crash = _runtime_crash(self.target.name, art.path, self.reference.inputs, self.work)
+        if crash is not None:  # e.g. ONNX Runtime segfaults creating a session for dynamic int8 ViT
+            res.error = crash
+            _remove(art)
+            return
         try:
             session = self.target.open_session(art.path, Device(), self.threads)
             got = run_batched(session, self.reference.inputs, BATCH)
@@ -465,6 +470,46 @@ def _precisions_that_work(probe: _Prober, variant: QuantVariant, target: "Target
         works.append("fp16")
     works.append("fp32")  # the base artifact passed validation before the fallback ran
     return works
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+import numpy as np
+import targets
+from targets.base import Device
+name, path, feeds = sys.argv[1:4]
+session = targets.get(name).open_session(Path(path), Device(), 1)
+with np.load(feeds) as f:
+    session.run({k: f[k] for k in f.files})
+"""
+
+
+def _runtime_crash(target_name: str, path: Path, inputs: dict[str, np.ndarray], work: Path) -> str | None:
+    """Load `path` and run one sample in a child process first: a runtime that crashes
+    (a segfault, an abort) on some lowering must cost that probe, not the whole run.
+    Returns the probe's error when the child died, None when it ran (or raised, which
+    the in-process check then reports as it does)."""
+    import subprocess
+    import sys
+
+    feeds = work / "probe-feeds.npz"
+    if not feeds.exists():
+        np.savez(feeds, **{k: v[:1] for k, v in inputs.items()})
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, target_name, str(path), str(feeds)],
+                              capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        return f"the {target_name} runtime did not finish loading and running one sample in 900 s"
+    if proc.returncode < 0:
+        import signal
+
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:
+            sig = f"signal {-proc.returncode}"
+        return f"the {target_name} runtime crashed ({sig}) loading or running this lowering"
+    return None
 
 
 # --- the pipeline's use -------------------------------------------------------------

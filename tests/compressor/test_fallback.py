@@ -215,3 +215,22 @@ def test_onnx_exclude_finds_a_convolution_folded_with_its_batchnorm(digits_model
     got = nodes_to_exclude(base.path, ["features.0.0", "features.3.0"], [])
     ops = {n.name: n.op_type for n in onnx.load(str(base.path)).graph.node}
     assert [ops[n] for n in got] == ["Conv", "Conv"]
+
+
+def test_a_runtime_that_crashes_costs_the_probe_not_the_run(tmp_path, monkeypatch):
+    """Each probe's artifact first runs one sample in a child process: ONNX Runtime
+    segfaults creating a session for some lowerings (dynamic int8 of a ViT), which
+    in-process would end the whole run instead of being one failed attempt."""
+    import numpy as np
+    import torch
+
+    from compressor import fallback
+
+    model = Model(module=torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval(),
+                  inputs=[InputSpec(name="x", shape=[1, 3, 8, 8])])
+    art = targets.get("onnx").export(model, None, tmp_path / "m", {}, None)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    assert fallback._runtime_crash("onnx", art.path, feeds, tmp_path) is None
+    monkeypatch.setattr(fallback, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    msg = fallback._runtime_crash("onnx", art.path, feeds, tmp_path)
+    assert msg == "the onnx runtime crashed (SIGSEGV) loading or running this lowering"
