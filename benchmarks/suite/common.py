@@ -54,3 +54,14 @@ data:
   train: {{source: digits, split: train}}
 targets: [{targets}]
 """
+
+
+def int8_misses(r: dict, speedups: dict[str, float], max_size_ratio: float) -> list[str]:
+    """The int8 speed and size targets one model's result misses."""
+    missed = []
+    need = speedups.get(r["model"])
+    if need and r["speedup"] < need:
+        missed.append(f"{r['model']}: int8 speedup {r['speedup']:.2f}x < {need}x")
+    if r["size_ratio"] > max_size_ratio:
+        missed.append(f"{r['model']}: int8 size ratio {r['size_ratio']:.3f} > {max_size_ratio}")
+    return missed

@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"cosine mean {res['cosine_mean']:.4f} min {res['cosine_min']:.4f}", flush=True)
     missed = []
     for r in results:
-        need = TARGET_SPEEDUP.get(r["model"])
-        if need and r["speedup"] < need:
-            missed.append(f"{r['model']}: int8 speedup {r['speedup']:.2f}x < {need}x")
-        if r["size_ratio"] > MAX_SIZE_RATIO:
-            missed.append(f"{r['model']}: int8 size ratio {r['size_ratio']:.3f} > {MAX_SIZE_RATIO}")
+        missed += common.int8_misses(r, TARGET_SPEEDUP, MAX_SIZE_RATIO)
     return common.finish("onnx_int8", args, results, missed)
 
 

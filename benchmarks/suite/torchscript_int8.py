@@ -138,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                       + ", ".join(f"{k} {v:.0f} s" for k, v in res["aoti_compile_s"].items()), flush=True)
     missed = []
     for r in results:
-        need = TARGET_SPEEDUP.get(r["model"])
-        if need and r["speedup"] < need:
-            missed.append(f"{r['model']}: int8 speedup {r['speedup']:.2f}x < {need}x")
-        if r["size_ratio"] > MAX_SIZE_RATIO:
-            missed.append(f"{r['model']}: int8 size ratio {r['size_ratio']:.3f} > {MAX_SIZE_RATIO}")
+        missed += common.int8_misses(r, TARGET_SPEEDUP, MAX_SIZE_RATIO)
         if args.aoti and r["aoti_speedup"] <= 1.0:
             missed.append(f"{r['model']}: int8 AOTI package not faster than fp32 ({r['aoti_speedup']:.2f}x)")
     return common.finish("torchscript_int8", args, results, missed, aoti=args.aoti)
