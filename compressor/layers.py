@@ -1,13 +1,19 @@
 """Naming the parts of a PyTorch model that int8 lowerings keep in float: layers (leaf
-modules that compute something a quantizer touches), blocks (the model's top-level
+modules that compute something a quantizer touches), op scopes (the operations a
+module's own forward runs outside its submodules: the `scale * x` of a squeeze-excitation
+block, a residual `+=`, the attention matmuls of nn.MultiheadAttention; named
+`<module>:ops`, `:ops` for the model's own forward), blocks (the model's top-level
 children, or a stage's children when the top level is one container), and module
 kinds (`exclude_ops` on the torch-based targets)."""
 
 from __future__ import annotations
 
 import difflib
+from typing import Sequence
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from compressor.errors import RecipeError
 
@@ -21,6 +27,108 @@ def layer_names(module: nn.Module) -> list[str]:
     """Leaf modules a quantizer acts on, in definition order."""
     return [n for n, m in module.named_modules() if n and not any(True for _ in m.children())
             and not isinstance(m, PASSIVE)]
+
+
+OPS = ":ops"
+
+# Functions that compute something an int8 lowering quantizes (Q/DQ on ONNX, an observer
+# on the torch quantizers). Shape and indexing functions are left out: no op scope is
+# made of them alone.
+COMPUTE = frozenset("""
+add sub mul div truediv floordiv matmul bmm baddbmm addmm einsum linear conv1d conv2d conv3d
+softmax log_softmax layer_norm group_norm batch_norm instance_norm rms_norm normalize
+sigmoid hardsigmoid hardswish silu gelu relu relu6 hardtanh tanh elu leaky_relu mish softplus
+mean sum amax adaptive_avg_pool1d adaptive_avg_pool2d avg_pool2d max_pool2d adaptive_max_pool2d
+cat concat concatenate stack scaled_dot_product_attention multi_head_attention_forward
+interpolate upsample pad clamp clip exp pow sqrt rsqrt erf neg abs square var std
+""".split())
+
+
+def is_ops(name: str) -> bool:
+    return name.endswith(OPS)
+
+
+def owner(name: str) -> str:
+    """The module an exclude name stands in: itself, or for `<module>:ops` that module."""
+    return name[:-len(OPS)] if is_ops(name) else name
+
+
+def with_scope(scope: str, name: str) -> str:
+    """`name` inside a wrapper whose model sits at `scope` (e.g. 'wrapped.')."""
+    if is_ops(name) and not owner(name):
+        return scope.rstrip(".") + OPS
+    return scope + name
+
+
+def _compute_name(func) -> str | None:
+    name = getattr(func, "__name__", "") or ""
+    name = name.strip("_")
+    if name.startswith(("i", "r")) and name[1:] in COMPUTE and name not in COMPUTE:
+        name = name[1:]  # __iadd__, __rmul__, ...
+    return name if name in COMPUTE else None
+
+
+class _Recorder(TorchFunctionMode):
+    """Records, for each module, the compute functions its own forward calls."""
+
+    def __init__(self, stack: list[str], seen: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.stack, self.seen = stack, seen
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = _compute_name(func)
+        if name is not None and self.stack:
+            self.seen.setdefault(self.stack[-1], []).append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def op_scopes(module: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, list[str]]:
+    """`<module>:ops` -> the compute functions that module's own forward runs (outside
+    its submodules), for every non-leaf module that runs any; found by running the
+    model once on `example`. Empty when the model cannot run eagerly on it."""
+    leaves = {n for n, m in module.named_modules() if not any(True for _ in m.children())}
+    stack: list[str] = []
+    seen: dict[str, list[str]] = {}
+    names = {id(m): n for n, m in module.named_modules()}
+    handles = []
+
+    def enter(mod, _args):
+        stack.append(names.get(id(mod), "?"))
+
+    def leave(mod, _args, _out):
+        if stack:
+            stack.pop()
+
+    for m in module.modules():
+        handles.append(m.register_forward_pre_hook(enter))
+        handles.append(m.register_forward_hook(leave))
+    was_training = module.training
+    module.eval()  # no BatchNorm statistics move
+    try:
+        with torch.no_grad(), _Recorder(stack, seen):
+            module(*example)
+    except Exception:
+        return {}
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+    return {n + OPS: fns for n, fns in seen.items() if n not in leaves and n != "?"}
+
+
+def layers_and_ops(module: nn.Module, example: Sequence[torch.Tensor] | None) -> list[str]:
+    """Layers, with each op scope placed after the last layer inside its module."""
+    layers = layer_names(module)
+    if example is None:
+        return layers
+    scopes = [s for s in op_scopes(module, example)]
+    out = list(layers)
+    for s in sorted(scopes, key=lambda s: -len(owner(s))):  # inner scopes first
+        prefix = owner(s) + "." if owner(s) else ""
+        inside = [i for i, n in enumerate(out) if n.startswith(prefix) and n != s]
+        at = (max(inside) + 1) if inside else len(out)
+        out.insert(at, s)
+    return out
 
 
 def block_names(module: nn.Module) -> list[str]:
@@ -46,17 +154,20 @@ def _splice(top: list, name: str, inner: list[str]) -> list[str]:
 
 
 def kind(module: nn.Module, name: str) -> str:
-    return type(module.get_submodule(name)).__name__
+    cls = type(module.get_submodule(owner(name))).__name__
+    return f"{cls} ops" if is_ops(name) else cls
 
 
 def check_module_names(module: nn.Module, names: list[str], target: str) -> None:
+    """Every name is a module of the model, or `<module>:ops` (`:ops`: the model's own)."""
     known = dict(module.named_modules())
-    unknown = [n for n in names if n not in known or not n]
+    unknown = [n for n in names if owner(n) not in known or not n or (not owner(n) and not is_ops(n))]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], [n for n in known if n], n=1, cutoff=0.6)
+        pool = [n + OPS for n in known] if is_ops(unknown[0]) else [n for n in known if n]
+        close = difflib.get_close_matches(unknown[0], pool, n=1, cutoff=0.6)
         raise RecipeError(f"exclude names {unknown}, which the model does not have; {target} excludes module "
-                          "names" + (f"; did you mean {close[0]!r}?" if close else
-                                     f" such as {[n for n in known if n][:6]}"))
+                          "names (or '<module>:ops', the operations of its own forward)"
+                          + (f"; did you mean {close[0]!r}?" if close else f" such as {[n for n in known if n][:6]}"))
 
 
 def module_types(module: nn.Module, names: list[str], target: str) -> list[type]:

@@ -126,7 +126,9 @@ class QuantVariant(Strict):
     per_channel: bool = True
     symmetric_activations: bool = False
     exclude: list[str] = Field(default_factory=list, description="layers kept in float: PyTorch module names "
-                               "on every target (a block's name keeps all of it); ONNX node names on onnx too")
+                               "on every target (a block's name keeps all of it; '<module>:ops' only the "
+                               "operations of its own forward, such as a squeeze-excitation product or a residual "
+                               "add, and ':ops' the model's own); ONNX node names on onnx too")
     exclude_ops: list[str] = Field(
         default_factory=list, description="operator kinds kept in float everywhere in the model. onnx: ONNX op "
         "types (HardSigmoid, Softmax, LayerNormalization, Mul, ...); torchscript, tflite, pt2: PyTorch module "

@@ -11,6 +11,7 @@ a ranking of where int8 hurts, which compressor/fallback.py then checks for real
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError, first_line
-from compressor.layers import block_names, check_module_names, kind, layer_names
+from compressor.layers import block_names, check_module_names, is_ops, kind, layers_and_ops, owner
 from compressor.model import Model, flatten_outputs
 
 # Which quantizer family simulates each target's int8 lowering.
@@ -48,7 +49,15 @@ def family_of(target_name: str) -> str:
 
 
 def candidates(model: Model, granularity: str = "layer") -> list[str]:
-    return block_names(model.module) if granularity == "block" else layer_names(model.module)
+    """Blocks, or layers with the op scopes (`<module>:ops`) of the modules whose own
+    forward computes something: a squeeze-excitation product, a residual add, attention."""
+    if granularity == "block":
+        return block_names(model.module)
+    try:
+        example = model.example_inputs(batch=1)
+    except Exception:  # no example input: layers only
+        example = None
+    return layers_and_ops(model.module, example)
 
 
 def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
@@ -135,7 +144,10 @@ class _Simulator:
 
             torch.backends.quantized.engine = "x86"
             qconfig = fx_qconfig_mapping(8, self.per_channel, False, []).global_qconfig
-            mapping = QConfigMapping().set_module_name(name, qconfig)
+            if is_ops(name):  # that module's own functions only, not its children (FX scopes nodes so)
+                mapping = QConfigMapping().set_module_name_regex(re.escape(owner(name)) + "$", qconfig)
+            else:
+                mapping = QConfigMapping().set_module_name(name, qconfig)
             return prepare_fx(copy.deepcopy(self.model.module).eval(), mapping, self.example)
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 

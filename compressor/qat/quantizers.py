@@ -69,9 +69,7 @@ def pt2e_quantizer(family: str, bits: int, per_channel: bool, qat: bool, keep_fl
     """The family's PT2E quantizer; `only` quantizes that one layer (the sensitivity pass)."""
     config = pt2e_config(family, bits, per_channel, qat)
     if family == "x86":
-        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
-
-        q = X86InductorQuantizer()
+        q = x86_quantizer()
         if only is not None:
             return q.set_module_name_qconfig(only, config)
         q.set_global(config)
@@ -150,14 +148,56 @@ def litert_quantizer():
     return Quantizer()
 
 
+def x86_quantizer():
+    """torchao's X86InductorQuantizer, whose module names also take `<module>:ops` (the
+    operations of that module's own forward; compressor.layers)."""
+    import contextlib
+
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    def all_nodes_in(module_name: str):
+        accept = _module_name_filter(module_name)
+        return lambda nodes: all(accept(n) for n in nodes)
+
+    @contextlib.contextmanager
+    def fixed_filter():
+        original = xiq._create_module_name_filter
+        xiq._create_module_name_filter = all_nodes_in
+        try:
+            yield
+        finally:
+            xiq._create_module_name_filter = original
+
+    class Quantizer(xiq.X86InductorQuantizer):
+        def annotate(self, model):
+            with fixed_filter():
+                return super().annotate(model)
+
+    return Quantizer()
+
+
+def _stack_paths(node) -> list[str]:
+    """The module paths of a torch.export node, outermost first ('' is the model)."""
+    return [str(path).removeprefix("L['self']").removeprefix(".")
+            for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+
+
 def _module_name_filter(module_name: str):
+    """Nodes of `module_name` and everything inside it; for `<module>:ops`, only the
+    nodes that module's own forward makes (its innermost module is that one)."""
+    from compressor.layers import is_ops, owner
+
+    if is_ops(module_name):
+        own = owner(module_name)
+
+        def accept_ops(node) -> bool:
+            paths = _stack_paths(node)
+            return (paths[-1] if paths else "") == own
+
+        return accept_ops
     prefix = module_name + "."
 
     def accept(node) -> bool:
-        for path, _ in (node.meta.get("nn_module_stack") or {}).values():
-            path = str(path).removeprefix("L['self'].")
-            if path == module_name or path.startswith(prefix):
-                return True
-        return False
+        return any(path == module_name or path.startswith(prefix) for path in _stack_paths(node))
 
     return accept

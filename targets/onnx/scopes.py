@@ -4,7 +4,8 @@ The dynamo exporter records, on every node, the module path it came from
 (`pkg.torch.onnx.name_scopes`: ['', 'se', 'se.reduce', 'conv2d_1'] for a convolution
 inside `se.reduce`). The fp32 artifact keeps that record (targets/onnx/compact.py), so
 that `exclude: [se.reduce]` (or the whole block, `se`) means the same layers on ONNX as
-on the torch-based targets. ONNX node names are accepted too.
+on the torch-based targets; `se:ops` means the nodes `se`'s own forward made (its
+`scale * x`), not its children's. ONNX node names are accepted too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from compressor.errors import RecipeError
 
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+OPS = ":ops"  # '<module>:ops': the nodes of that module's own forward (compressor.layers)
 
 
 def node_modules(node) -> list[str]:
@@ -44,6 +46,13 @@ def nodes_to_exclude(path: Path, exclude: list[str], exclude_ops: list[str]) -> 
     for name in exclude:
         if name in by_name:
             out.append(name)
+            continue
+        if name.endswith(OPS):  # the nodes the module's own forward made, none of its children's
+            own = name[:-len(OPS)]
+            hits = [n for n, mods in scopes.items() if (mods[-1] if mods else "") == own]
+            if not hits and not (own == "" or any(own in mods for mods in scopes.values())):
+                raise RecipeError(_unknown(own, scopes))
+            out.extend(hits)  # none: the exporter folded them away, nothing to keep float
             continue
         hits = [n for n, mods in scopes.items() if name in mods]
         for alias in ([] if hits else _folded_into(name)):

@@ -113,15 +113,13 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
     config = xiq.get_default_x86_inductor_quantization_config()
     if v.calibration == "minmax":  # the default is a HistogramObserver: keep it for percentile/entropy
         config = _with_minmax(config)
-    quantizer = xiq.X86InductorQuantizer().set_global(config)
-    known = dict(model.module.named_modules())
-    unknown = [n for n in v.exclude if n not in known]
-    if unknown:
-        raise RecipeError(f"exclude names {unknown}, which the model does not have; pt2 excludes module names "
-                          f"such as {[n for n in known if n][:6]}")
-    for name in v.exclude:
+    from compressor.layers import check_module_names, module_types
+    from compressor.qat.quantizers import x86_quantizer
+
+    quantizer = x86_quantizer().set_global(config)
+    check_module_names(model.module, v.exclude, "pt2")
+    for name in v.exclude:  # an op fused into a convolution's int8 pattern follows that convolution
         quantizer.set_module_name_qconfig(name, None)
-    from compressor.layers import module_types
 
     for cls in module_types(model.module, v.exclude_ops, "pt2"):
         quantizer.set_module_type_qconfig(cls, None)

@@ -58,13 +58,13 @@ def export_full_integer(model, variant, path: Path, calibration, channels_last: 
 
     quantizer = litert_quantizer().set_global(
         _small_scales(get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False)))
-    from compressor.layers import check_module_names, module_types
+    from compressor.layers import check_module_names, module_types, with_scope
 
     check_module_names(model.module, variant.exclude, "tflite")
     # channels_last wraps the model (litert-torch's ChannelLastIOWrapper keeps it as `wrapped`).
     scope = "wrapped." if channels_last else ""
-    for name in variant.exclude:  # layers the recipe keeps in float
-        quantizer.keep_float(scope + name)
+    for name in variant.exclude:  # layers (or a module's own ops) the recipe keeps in float
+        quantizer.keep_float(with_scope(scope, name))
     for cls in module_types(model.module, variant.exclude_ops, "tflite"):
         quantizer.keep_float_type(cls)
     with _quiet():

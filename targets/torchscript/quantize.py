@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from compressor.data import Dataset
-from compressor.errors import DataError, ExportError, RecipeError
+from compressor.errors import DataError, ExportError
 from compressor.recipe import QuantVariant
 from compressor.errors import first_line
-from compressor.layers import module_types
+from compressor.layers import is_ops, module_types
 
 CALIB_BATCH = 16
 MIN_SCALE = 2.0 ** -64
@@ -43,7 +43,7 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
     relu6 = _relu6_after_conv(float_model)
     mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
     for name in v.exclude:
-        mapping.set_module_name(name, None)
+        keep_float_fx(mapping, name)
     for cls in module_types(float_model, v.exclude_ops, "torchscript"):
         mapping.set_object_type(cls, None)
     prepared = _prepare(float_model, mapping, example, v)
@@ -113,12 +113,23 @@ def _qconfig(v: QuantVariant):
 
 
 def _check_exclude(module: nn.Module, exclude: list[str]) -> None:
-    known = dict(module.named_modules())
-    unknown = [n for n in exclude if n not in known]
-    if unknown:
-        some = [n for n in known if n][:6]
-        raise RecipeError(f"exclude names {unknown}, which the model does not have; TorchScript excludes "
-                          f"module names such as {some}")
+    from compressor.layers import check_module_names
+
+    check_module_names(module, exclude, "torchscript")
+
+
+def keep_float_fx(mapping, name: str):
+    """Keep module `name` in float under an FX QConfigMapping; `<module>:ops` keeps only
+    the functions and methods that module's own forward calls (FX scopes each such node
+    to its innermost module, and a regex anchored at both ends matches that module alone,
+    not its children)."""
+    import re
+
+    from compressor.layers import is_ops, owner
+
+    if is_ops(name):
+        return mapping.set_module_name_regex(re.escape(owner(name)) + "$", None)
+    return mapping.set_module_name(name, None)
 
 
 def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
@@ -205,7 +216,8 @@ def dynamic_int8(module: nn.Module, v: QuantVariant) -> tuple[nn.Module, dict]:
     linear = per_channel_dynamic_qconfig if v.per_channel else default_dynamic_qconfig
     # Recurrent layers have no per-channel dynamic kernel; they take per-tensor weights.
     spec: dict = {nn.Linear: linear, nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
-    spec.update({name: None for name in v.exclude})
+    # Dynamic int8 quantizes layers only: a module's own operations (`<module>:ops`) stay float anyway.
+    spec.update({name: None for name in v.exclude if not is_ops(name)})
     spec.update({cls: None for cls in module_types(model, v.exclude_ops, "torchscript")})
     quantized = quantize_dynamic(model, spec, dtype=torch.qint8)
     import torch.ao.nn.quantized.dynamic as nnqd

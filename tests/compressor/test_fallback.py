@@ -77,8 +77,10 @@ def test_sensitivity_ranks_the_fragile_layer_first(model, calibration, evaluatio
     assert scores[0].name == "head" and scores[0].kind == "Linear"
     assert scores[0].cosine < 0.9 and scores[0].rel_error > 0.1
     assert all(s.cosine > 0.99 for s in scores[1:])
+    # Ten layers, and `se:ops`: SqueezeExcite's own `x * gate`, no layer of its own.
     assert {s.name for s in scores} == {"stem", "stem_act", "se.pool", "se.reduce", "se.expand", "se.gate",
-                                        "mix", "mix_act", "pool", "head"}
+                                        "se:ops", "mix", "mix_act", "pool", "head"}
+    assert next(s for s in scores if s.name == "se:ops").kind == "SqueezeExcite ops"
     assert all(s.accuracy_drop is not None for s in scores)
     assert candidates(model, "block") == ["stem", "stem_act", "se", "mix", "mix_act", "pool", "head"]
 
@@ -89,7 +91,7 @@ def test_onnx_layerwise_sensitivity_on_the_runtime_agrees(model, calibration, on
                                 calibration, onnx_base, {"pixels": reference.inputs["pixels"][:n]},
                                 [o[:n] for o in reference.outputs], None, candidates(model))
     assert scores[0].name == "head" and scores[0].cosine < 0.9
-    assert all(s.cosine > 0.99 for s in scores[1:]) and len(scores) == 10
+    assert all(s.cosine > 0.99 for s in scores[1:]) and len(scores) == 11
 
 
 def test_onnx_exclude_takes_module_names_blocks_and_op_types(model, calibration, onnx_base, reference, tmp_path):
@@ -144,6 +146,18 @@ def test_torchscript_fallback_keeps_only_the_fragile_layer_in_float(model, calib
     assert got.artifact.path == tmp_path / "m.int8.pt"
     assert _cosine_on_runtime("torchscript", got.artifact.path, reference) >= 0.99
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.pt", "m.pt"]  # attempts left no files
+
+
+def test_tflite_fallback_keeps_only_the_fragile_layer_in_float(model, calibration, reference, tmp_path):
+    tfl = targets.get("tflite")
+    base = tfl.export(model, None, tmp_path / "m", {}, None)
+    variant = QuantVariant(mode="static", calibration_samples=64, fallback=FallbackSpec(min_cosine=0.99))
+    got = lower_with_fallback(tfl, model, variant, {}, calibration, base, reference, tmp_path / "m.int8",
+                              variant.fallback, measure_latency=False)
+    assert got.refused is None and got.float_layers == ["head"] and got.lowering == "default"
+    assert got.attempts[0]["cosine"] < 0.9 and got.attempts[-1]["cosine"] >= 0.99
+    assert _cosine_on_runtime("tflite", got.artifact.path, reference) >= 0.99
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.tflite", "m.tflite"]
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +248,45 @@ def test_a_runtime_that_crashes_costs_the_probe_not_the_run(tmp_path, monkeypatc
     monkeypatch.setattr(fallback, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     msg = fallback._runtime_crash("onnx", art.path, feeds, tmp_path)
     assert msg == "the onnx runtime crashed (SIGSEGV) loading or running this lowering"
+
+
+def _int8_muls_tflite(path: Path) -> tuple[int, int]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: t["dtype"].__name__ for t in it.get_tensor_details()}
+    muls = [[dtypes[i] for i in op["inputs"] if i >= 0] for op in it._get_ops_details() if op["op_name"] == "MUL"]
+    return sum(ins == ["int8", "int8"] for ins in muls), sum(ins == ["float32", "float32"] for ins in muls)
+
+
+def test_an_op_scope_keeps_only_the_modules_own_operations_float_on_every_target(model, calibration, onnx_base,
+                                                                               tmp_path):
+    # `se:ops` is SqueezeExcite's own `x * gate`: float on all three targets, while its
+    # convolutions (children) stay int8.
+    import torch
+
+    from targets.torchscript.quantize import static_int8
+
+    plain, ops = (QuantVariant(mode="static", calibration_samples=64, exclude=ex) for ex in ([], ["se:ops"]))
+    graph = onnx.load(str(onnx_base.path)).graph
+    assert [n.op_type for n in graph.node if n.name in nodes_to_exclude(onnx_base.path, ["se:ops"], [])] == ["Mul"]
+    mul = next(n.name for n in graph.node if n.name in nodes_to_exclude(onnx_base.path, ["se:ops"], []))
+    for v, quantized in ((plain, True), (ops, False)):
+        art = targets.get("onnx").export(model, v, tmp_path / f"o{len(v.exclude)}", {}, calibration, base=onnx_base)
+        g = onnx.load(str(art.path)).graph
+        made_by = {o: n.op_type for n in g.node for o in n.output}
+        ins = next(n.input for n in g.node if n.name == mul)  # int8 in QDQ: every input dequantized
+        assert all(made_by.get(i) == "DequantizeLinear" for i in ins) is quantized
+        assert sum(n.op_type == "ConvInteger" or n.op_type == "Conv" for n in g.node) >= 3
+    for v, want in ((plain, "quantized.mul"), (ops, "<built-in function mul>")):
+        q, _ = static_int8(model.module, ["pixels"], model.example_inputs(batch=2), v, calibration)
+        assert [str(n.target) for n in q.graph.nodes if "mul" in str(n.target)] == [want]
+        assert isinstance(q.get_submodule("se.expand"), torch.ao.nn.quantized.Conv2d)
+    int8_plain, _ = _int8_muls_tflite(targets.get("tflite").export(model, plain, tmp_path / "t0", {}, calibration,
+                                                                   base=None).path)
+    int8_ops, float_ops = _int8_muls_tflite(targets.get("tflite").export(model, ops, tmp_path / "t1", {},
+                                                                         calibration, base=None).path)
+    assert (int8_plain, int8_ops) == (1, 0) and float_ops >= 1
+    with pytest.raises(RecipeError, match="did you mean 'se:ops'"):
+        targets.get("torchscript").export(model, QuantVariant(mode="static", exclude=["sf:ops"]), tmp_path / "bad",
+                                          {}, calibration)
