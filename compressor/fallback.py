@@ -288,8 +288,8 @@ def _order(model, target, variant, calibration, base, reference, labels, budget,
         else:
             scores = layer_sensitivity(model, target.name, calibration, inputs, lab, layers=names,
                                        granularity=budget.granularity, per_channel=variant.per_channel,
-                                       calibration_samples=variant.calibration_samples)
-            how = f"simulated {target.name} quantizer, one {budget.granularity} at a time"
+                                       calibration_samples=variant.calibration_samples, mode=variant.mode)
+            how = f"simulated {target.name} {variant.mode} quantizer, one {budget.granularity} at a time"
     except (RecipeError, DataError):
         raise
     except CompressorError as e:

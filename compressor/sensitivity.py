@@ -63,10 +63,15 @@ def candidates(model: Model, granularity: str = "layer") -> list[str]:
 def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
                       labels: np.ndarray | None = None, layers: list[str] | None = None,
                       granularity: str = "layer", per_channel: bool = True,
-                      calibration_samples: int = CALIB_SAMPLES, progress=None) -> list[LayerScore]:
+                      calibration_samples: int = CALIB_SAMPLES, progress=None,
+                      mode: str = "static") -> list[LayerScore]:
     """Rank `layers` (default: every layer, or block with granularity 'block') by the
-    damage quantizing each alone does, most sensitive first (lowest cosine)."""
+    damage quantizing each alone does, most sensitive first (lowest cosine). `mode`
+    'dynamic' simulates dynamic int8 (weights int8, activations quantized per batch at
+    run time), so a dynamic variant is ranked by its own error, not static int8's."""
     family = family_of(target_name)
+    if mode not in ("static", "dynamic"):
+        raise RecipeError(f"the sensitivity pass simulates static and dynamic int8, not {mode!r}")
     if calibration is None or not len(calibration):
         raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the recipe")
     if granularity not in ("layer", "block"):
@@ -76,11 +81,18 @@ def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | Non
     calib = calibration.take(calibration_samples).inputs
     ref = _run(model.module, inputs, model.input_names)
     ref_acc = accuracy(ref[0], labels)
-    sim = _Simulator(family, model, per_channel)
+    sim = _Simulator(family, model, per_channel, dynamic=mode == "dynamic")
     scores = []
+    dynamic_ones = _dynamic_quantizable(model, names) if mode == "dynamic" else None
     for i, name in enumerate(names):
         if progress is not None:
             progress(i, len(names), name)
+        if dynamic_ones is not None and name not in dynamic_ones:
+            # Dynamic int8 quantizes weighted layers (and the matmuls of attention) only:
+            # on every target this one stays float, so quantizing it alone changes nothing.
+            scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=1.0, rel_error=0.0,
+                                     accuracy_drop=None if ref_acc is None else 0.0))
+            continue
         quantized = sim.only(name, calib)
         got = _run(quantized, inputs, model.input_names)
         cos, rel = output_cosine(ref, got), relative_error(ref, got)
@@ -88,6 +100,28 @@ def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | Non
         scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=cos, rel_error=rel,
                                  accuracy_drop=None if acc is None else 100 * (ref_acc - acc)))
     return rank(scores)
+
+
+DYNAMIC_FUNCTIONS = frozenset({"linear", "matmul", "bmm", "addmm", "baddbmm", "einsum",
+                               "multi_head_attention_forward", "scaled_dot_product_attention"})
+
+
+def _dynamic_quantizable(model: Model, names: list[str]) -> set[str]:
+    """The names among `names` that dynamic int8 touches: a layer (or block) holding a
+    weight of two or more dimensions, or an op scope that multiplies matrices."""
+    from compressor.layers import op_scopes
+
+    scopes: dict[str, list[str]] | None = None
+    out = set()
+    for name in names:
+        if is_ops(name):
+            if scopes is None:
+                scopes = op_scopes(model.module, model.example_inputs(batch=1))
+            if DYNAMIC_FUNCTIONS & set(scopes.get(name, [])):
+                out.add(name)
+        elif any(p.dim() >= 2 for p in model.module.get_submodule(name).parameters()):
+            out.add(name)
+    return out
 
 
 def rank(scores: list[LayerScore]) -> list[LayerScore]:
@@ -103,8 +137,8 @@ class _Simulator:
     """One layer quantized under a family's quantizer, everything else float. The model
     is captured once; each layer gets a copy of the capture."""
 
-    def __init__(self, family: str, model: Model, per_channel: bool) -> None:
-        self.family, self.model, self.per_channel = family, model, per_channel
+    def __init__(self, family: str, model: Model, per_channel: bool, dynamic: bool = False) -> None:
+        self.family, self.model, self.per_channel, self.dynamic = family, model, per_channel, dynamic
         self.example = model.example_inputs(batch=2)  # not 1: torch.export would fix the batch axis
         self._graph = None
         if family != "fx":
@@ -143,7 +177,12 @@ class _Simulator:
             from compressor.qat.quantizers import fx_qconfig_mapping
 
             torch.backends.quantized.engine = "x86"
-            qconfig = fx_qconfig_mapping(8, self.per_channel, False, []).global_qconfig
+            if self.dynamic:  # what quantize_dynamic (the torchscript target's dynamic int8) does to a Linear
+                from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+                qconfig = per_channel_dynamic_qconfig if self.per_channel else default_dynamic_qconfig
+            else:
+                qconfig = fx_qconfig_mapping(8, self.per_channel, False, []).global_qconfig
             if is_ops(name):  # that module's own functions only, not its children (FX scopes nodes so)
                 mapping = QConfigMapping().set_module_name_regex(re.escape(owner(name)) + "$", qconfig)
             else:
@@ -153,7 +192,7 @@ class _Simulator:
 
         from compressor.qat.quantizers import pt2e_quantizer
 
-        quantizer = pt2e_quantizer(self.family, 8, self.per_channel, False, [], only=name)
+        quantizer = pt2e_quantizer(self.family, 8, self.per_channel, False, [], only=name, dynamic=self.dynamic)
         return prepare_pt2e(copy.deepcopy(self._graph), quantizer)
 
 

@@ -26,7 +26,9 @@ def sensitivity_command(recipe, target: str, top: int | None, granularity: str, 
     model = load_model(recipe.model, recipe.base_dir)
     calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir)
     evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
-    variant = next((v for v in recipe.quant_variants if v.mode == "static"), None)
+    # The first int8 variant's settings (static before dynamic): its mode is what gets simulated.
+    variant = next((v for v in recipe.quant_variants if v.mode == "static"),
+                   next((v for v in recipe.quant_variants if v.mode == "dynamic"), None))
     samples = variant.fallback.sensitivity_samples if variant is not None and variant.fallback else 128
     ref = reference_for(model, evaluation, samples)
     labels = evaluation.labels[:samples] if evaluation is not None and evaluation.labels is not None else None
@@ -37,7 +39,8 @@ def sensitivity_command(recipe, target: str, top: int | None, granularity: str, 
         else:
             scores = layer_sensitivity(model, target, calibration, ref.inputs, labels, granularity=granularity,
                                        per_channel=variant.per_channel if variant else True,
-                                       calibration_samples=variant.calibration_samples if variant else 128)
+                                       calibration_samples=variant.calibration_samples if variant else 128,
+                                       mode=variant.mode if variant else "static")
     shown = scores[:top] if top else scores
     if as_json:
         print(json.dumps({"target": target, "granularity": granularity, "mode": mode,

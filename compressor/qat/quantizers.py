@@ -42,7 +42,18 @@ def _weight_spec(spec, bits: int, per_channel: bool, qat: bool):
                                observer_or_fake_quant_ctr=ctr)
 
 
-def pt2e_config(family: str, bits: int, per_channel: bool, qat: bool):
+def pt2e_config(family: str, bits: int, per_channel: bool, qat: bool, dynamic: bool = False):
+    if dynamic:  # activations quantized per batch at run time; nothing to train
+        if family == "x86":
+            from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+                get_default_x86_inductor_quantization_config)
+
+            base = get_default_x86_inductor_quantization_config(is_dynamic=True)
+        else:
+            from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+            base = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=True)
+        return dataclasses.replace(base, weight=_weight_spec(base.weight, bits, per_channel, False))
     if family == "x86":
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             get_default_x86_inductor_quantization_config)
@@ -65,9 +76,9 @@ def pt2e_config(family: str, bits: int, per_channel: bool, qat: bool):
 
 
 def pt2e_quantizer(family: str, bits: int, per_channel: bool, qat: bool, keep_float: list[str],
-                   only: str | None = None):
+                   only: str | None = None, dynamic: bool = False):
     """The family's PT2E quantizer; `only` quantizes that one layer (the sensitivity pass)."""
-    config = pt2e_config(family, bits, per_channel, qat)
+    config = pt2e_config(family, bits, per_channel, qat, dynamic)
     if family == "x86":
         q = x86_quantizer()
         if only is not None:

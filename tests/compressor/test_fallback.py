@@ -85,6 +85,19 @@ def test_sensitivity_ranks_the_fragile_layer_first(model, calibration, evaluatio
     assert candidates(model, "block") == ["stem", "stem_act", "se", "mix", "mix_act", "pool", "head"]
 
 
+@pytest.mark.parametrize("target", ["onnx", "tflite", "torchscript"])
+def test_dynamic_sensitivity_simulates_dynamic_int8(model, calibration, evaluation, target):
+    # Dynamic int8 quantizes `head`'s input per batch at run time: the outlier channel
+    # still costs it; layers without a matrix weight are never quantized dynamically.
+    x = {"pixels": evaluation.inputs["pixels"][:64]}
+    scores = layer_sensitivity(model, target, calibration, x, mode="dynamic")
+    assert scores[0].name == "head" and scores[0].cosine < 0.9
+    by_name = {s.name: s for s in scores}
+    assert by_name["se.gate"].cosine == 1.0 and by_name["se:ops"].rel_error == 0.0
+    with pytest.raises(RecipeError, match="static and dynamic"):
+        layer_sensitivity(model, target, calibration, x, mode="fp16")
+
+
 def test_onnx_layerwise_sensitivity_on_the_runtime_agrees(model, calibration, onnx_base, reference):
     n = 64
     scores = target_sensitivity(targets.get("onnx"), model, QuantVariant(mode="static", calibration_samples=64),
