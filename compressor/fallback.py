@@ -108,10 +108,19 @@ def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, o
             return _finish(probe, first, [], "default", ranking or [], "none needed", out, measure_latency)
         order, ranking, mode = _order(model, target, variant, calibration, base, reference, labels, budget, ranking,
                                       say)
+        in_model_order = _model_order(model, budget, order)
         lowerings = [Lowering("default")] + (alternatives(target, variant, base, model) if budget.alternatives else [])
         for i, low in enumerate(lowerings):
             say(f"{variant.label}: {low.label}, float-layer search")
             found = _search(probe, low, order, budget, skip_plain=i == 0)
+            if found is None or len(found.float_layers) > PRUNE_AT_MOST:
+                # The ranking did not single out a few layers (each alone is harmless, or the
+                # simulation misses the target's own kernels): look for one short run of
+                # consecutive layers instead, by real exports.
+                say(f"{variant.label}: {low.label}, window search in model order")
+                window = _window(probe, low, in_model_order, budget)
+                if window is not None and (found is None or len(window.float_layers) < len(found.float_layers)):
+                    found = window
             if found is not None:
                 return _finish(probe, found, found.float_layers, low.label, ranking, mode, out, measure_latency)
         return _refuse(probe, variant, target, ranking, mode)
@@ -263,6 +272,48 @@ def _search(probe: _Prober, low: Lowering, order: list[str], budget: FallbackSpe
             trial = [n for n in chosen if n != name]
             if probe(trial, low).ok:
                 chosen = trial
+    return probe(chosen, low)
+
+
+def _model_order(model: Model, budget: FallbackSpec, ranked: list[str]) -> list[str]:
+    from compressor.sensitivity import candidates
+
+    keep = set(ranked)
+    return [n for n in candidates(model, budget.granularity) if n in keep]
+
+
+def _window(probe: _Prober, low: Lowering, names: list[str], budget: FallbackSpec) -> _Probe | None:
+    """The shortest run names[a:b] of consecutive layers (model order) whose float
+    version meets the budget, found by two bisections (the latest start a whose suffix
+    meets it, then the earliest end b); then, when short, any layer the budget holds
+    without is dropped. Int8 error that builds up in one region of the network (a stage
+    whose layers each look harmless alone) is found this way in about 2 log2(n) exports."""
+    limit = len(names) if budget.max_float_layers is None else budget.max_float_layers
+    if len(names) < 2 or not probe(names, low).ok:
+        return None
+    lo, hi = 0, len(names)          # names[lo:] meets the budget; names[hi:] (empty) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(names[mid:], low).ok:
+            lo = mid
+        else:
+            hi = mid
+    start = lo
+    lo, hi = start, len(names)      # names[start:lo] does not meet it; names[start:hi] does
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(names[start:mid], low).ok:
+            hi = mid
+        else:
+            lo = mid
+    chosen = list(names[start:hi])
+    if 1 < len(chosen) <= PRUNE_AT_MOST:
+        for name in list(chosen):
+            trial = [n for n in chosen if n != name]
+            if probe(trial, low).ok:
+                chosen = trial
+    if len(chosen) > limit:
+        return None
     return probe(chosen, low)
 
 

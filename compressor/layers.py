@@ -69,31 +69,34 @@ def _compute_name(func) -> str | None:
 
 
 class _Recorder(TorchFunctionMode):
-    """Records, for each module, the compute functions its own forward calls."""
+    """Records, for each module, the compute functions its own forward calls, and the
+    order in which layers and op scopes first compute."""
 
-    def __init__(self, stack: list[str], seen: dict[str, list[str]]) -> None:
+    def __init__(self, stack: list[str], seen: dict[str, list[str]], first: dict[str, int]) -> None:
         super().__init__()
-        self.stack, self.seen = stack, seen
+        self.stack, self.seen, self.first = stack, seen, first
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = _compute_name(func)
         if name is not None and self.stack:
             self.seen.setdefault(self.stack[-1], []).append(name)
+            self.first.setdefault(self.stack[-1] + OPS, len(self.first))
         return func(*args, **(kwargs or {}))
 
 
-def op_scopes(module: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, list[str]]:
-    """`<module>:ops` -> the compute functions that module's own forward runs (outside
-    its submodules), for every non-leaf module that runs any; found by running the
-    model once on `example`. Empty when the model cannot run eagerly on it."""
-    leaves = {n for n, m in module.named_modules() if not any(True for _ in m.children())}
+def _record(module: nn.Module, example: Sequence[torch.Tensor]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Run the model once: (module -> compute functions of its own forward,
+    layer or op scope -> rank of its first computation). Empty when it cannot run."""
     stack: list[str] = []
     seen: dict[str, list[str]] = {}
+    first: dict[str, int] = {}
     names = {id(m): n for n, m in module.named_modules()}
     handles = []
 
     def enter(mod, _args):
-        stack.append(names.get(id(mod), "?"))
+        name = names.get(id(mod), "?")
+        stack.append(name)
+        first.setdefault(name, len(first))
 
     def leave(mod, _args, _out):
         if stack:
@@ -105,30 +108,61 @@ def op_scopes(module: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, l
     was_training = module.training
     module.eval()  # no BatchNorm statistics move
     try:
-        with torch.no_grad(), _Recorder(stack, seen):
+        with torch.no_grad(), _Recorder(stack, seen, first):
             module(*example)
     except Exception:
-        return {}
+        return {}, {}
     finally:
         for h in handles:
             h.remove()
         module.train(was_training)
+    return seen, first
+
+
+def op_scopes(module: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, list[str]]:
+    """`<module>:ops` -> the compute functions that module's own forward runs (outside
+    its submodules), for every non-leaf module that runs any; found by running the
+    model once on `example`. Empty when the model cannot run eagerly on it."""
+    leaves = {n for n, m in module.named_modules() if not any(True for _ in m.children())}
+    seen, _ = _record(module, example)
     return {n + OPS: fns for n, fns in seen.items() if n not in leaves and n != "?"}
 
 
 def layers_and_ops(module: nn.Module, example: Sequence[torch.Tensor] | None) -> list[str]:
-    """Layers, with each op scope placed after the last layer inside its module."""
+    """Layers and op scopes in the order they first compute on `example` (a ViT
+    encoder's position-embedding add comes before its layers); layers that never ran
+    follow in definition order. Without an example, the layers alone."""
     layers = layer_names(module)
     if example is None:
         return layers
-    scopes = [s for s in op_scopes(module, example)]
-    out = list(layers)
-    for s in sorted(scopes, key=lambda s: -len(owner(s))):  # inner scopes first
-        prefix = owner(s) + "." if owner(s) else ""
-        inside = [i for i, n in enumerate(out) if n.startswith(prefix) and n != s]
-        at = (max(inside) + 1) if inside else len(out)
-        out.insert(at, s)
-    return out
+    leaves = {n for n, m in module.named_modules() if not any(True for _ in m.children())}
+    seen, first = _record(module, example)
+    scopes = {n + OPS for n in seen if n not in leaves and n != "?"}
+    wanted = set(layers) | scopes
+    ran = sorted((n for n in first if n in wanted), key=first.__getitem__)
+    return ran + [n for n in layers if n not in first]
+
+
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+class _Skip(nn.Module):
+    """The identity, written so that torch.fx traces through it and leaves no node."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+def strip_dropout(module: nn.Module) -> nn.Module:
+    """Replace (in place) every dropout of an eval-mode model, the identity at inference,
+    by a module FX traces away. FX quantization otherwise gives each dropout its own
+    int8 input: behind a float neighbour (the position-embedding add of a ViT kept
+    float) that one quantize costs the accuracy the float neighbour was kept for."""
+    for name, child in list(module.named_modules()):
+        if isinstance(child, DROPOUTS):
+            parent, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, leaf, _Skip())
+    return module
 
 
 def block_names(module: nn.Module) -> list[str]:

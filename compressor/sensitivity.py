@@ -19,7 +19,8 @@ import torch
 
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError, first_line
-from compressor.layers import block_names, check_module_names, is_ops, kind, layers_and_ops, owner
+from compressor.layers import (block_names, check_module_names, is_ops, kind, layers_and_ops, owner,
+                               strip_dropout)
 from compressor.model import Model, flatten_outputs
 
 # Which quantizer family simulates each target's int8 lowering.
@@ -187,7 +188,7 @@ class _Simulator:
                 mapping = QConfigMapping().set_module_name_regex(re.escape(owner(name)) + "$", qconfig)
             else:
                 mapping = QConfigMapping().set_module_name(name, qconfig)
-            return prepare_fx(copy.deepcopy(self.model.module).eval(), mapping, self.example)
+            return prepare_fx(strip_dropout(copy.deepcopy(self.model.module).eval()), mapping, self.example)
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
         from compressor.qat.quantizers import pt2e_quantizer

@@ -154,7 +154,7 @@ def _error(e: BaseException) -> dict:
 
 
 def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, runs: int, threads: int,
-                 fallback: bool) -> dict:
+                 fallback: bool, min_cosine: float = MIN_COSINE) -> dict:
     """fp32, plain int8 and (when plain misses) the fallback of one architecture on one target."""
     import targets
     from compressor.recipe import QuantVariant
@@ -184,7 +184,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
     row["plain"]["seconds"] = round(time.perf_counter() - t0, 1)
     cos = row["plain"]["cosine"]
     final = None
-    if cos is not None and cos >= MIN_COSINE:
+    if cos is not None and cos >= min_cosine:
         row.update(status="plain", cosine=cos, lowering="default", float_layers=[], refusal=None)
         final = plain
     elif not fallback:
@@ -193,7 +193,8 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
         row.update(status="refused" if clear else "missed", cosine=cos, lowering="default", float_layers=[],
                    refusal=err["text"] if clear else None)
     else:
-        final = _fallback(row, target, model, variant, calib, base, reference, work / f"{arch}.int8-fallback")
+        final = _fallback(row, target, model, variant, calib, base, reference, work / f"{arch}.int8-fallback",
+                          min_cosine)
     if final is not None:
         sessions = {"fp32": target.open_session(base.path, Device(), threads),
                     "int8": target.open_session(final.path, Device(), threads)}
@@ -204,7 +205,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
     return row
 
 
-def _fallback(row: dict, target, model, variant, calib, base, reference, out: Path):
+def _fallback(row: dict, target, model, variant, calib, base, reference, out: Path, min_cosine: float):
     try:
         from compressor.fallback import lower_with_fallback
         from compressor.recipe import FallbackSpec
@@ -215,7 +216,7 @@ def _fallback(row: dict, target, model, variant, calib, base, reference, out: Pa
     t0 = time.perf_counter()
     try:
         outcome = lower_with_fallback(target, model, variant, {}, calib, base, reference, out,
-                                      FallbackSpec(min_cosine=MIN_COSINE, sensitivity_samples=8),
+                                      FallbackSpec(min_cosine=min_cosine, sensitivity_samples=8),
                                       measure_latency=False)  # timed here, beside fp32
     except Exception as e:
         err = _error(e)
@@ -230,7 +231,7 @@ def _fallback(row: dict, target, model, variant, calib, base, reference, out: Pa
     cos = (outcome.fidelity or {}).get("cosine_mean")
     row.update(cosine=cos, lowering=outcome.lowering, float_layers=list(outcome.float_layers),
                refusal=outcome.refused)
-    if outcome.artifact is not None and cos is not None and cos >= MIN_COSINE:
+    if outcome.artifact is not None and cos is not None and cos >= min_cosine:
         row["status"] = "fallback"
         return outcome.artifact
     row["status"] = "refused" if outcome.refused else "missed"
@@ -238,7 +239,7 @@ def _fallback(row: dict, target, model, variant, calib, base, reference, out: Pa
 
 
 def sweep_arch(arch: str, tnames: list[str], quick: bool, runs: int, threads: int, fallback: bool,
-               work: Path, emit: Callable[[dict], None]) -> None:
+               work: Path, emit: Callable[[dict], None], min_cosine: float = MIN_COSINE) -> None:
     """Every target for one architecture; `emit` gets each (arch, target) row as it ends."""
     import torch
 
@@ -265,7 +266,7 @@ def sweep_arch(arch: str, tnames: list[str], quick: bool, runs: int, threads: in
     share = float(np.linalg.norm(out - out.mean(0)) / np.linalg.norm(out))
     for tname in tnames:
         t0 = time.perf_counter()
-        row = sweep_target(arch, tname, model, calib, reference, work, runs, threads, fallback)
+        row = sweep_target(arch, tname, model, calib, reference, work, runs, threads, fallback, min_cosine)
         row.update(note=spec.note, seconds=round(time.perf_counter() - t0, 1), input_share=share)
         emit(row)
 
@@ -274,7 +275,8 @@ def _run_worker(arch: str, tnames: list[str], args, work: Path) -> list[dict]:
     """One architecture in a child process: a segfault or a hang costs that one only."""
     result = work / f"{arch}.jsonl"
     cmd = [sys.executable, "-m", "benchmarks.suite.int8_sweep", "--worker", str(result), "--arch", arch,
-           "--target", ",".join(tnames), "--runs", str(args.runs), "--threads", str(args.threads)]
+           "--target", ",".join(tnames), "--runs", str(args.runs), "--threads", str(args.threads),
+           "--min-cosine", repr(args.min_cosine)]
     cmd += ["--quick"] * args.quick + ["--no-fallback"] * (not args.fallback)
     problem = None
     try:
@@ -317,7 +319,7 @@ def markdown(rows: list[dict], args) -> str:
     s = summary(rows)
     out = ["# int8 sweep: torchvision architectures on ONNX, TFLite and TorchScript", "",
            f"Random weights, batch 1, {args.threads} thread(s), static int8 with each target's default "
-           f"lowering, then the fallback until cosine >= {MIN_COSINE}. Latency: median of interleaved "
+           f"lowering, then the fallback until cosine >= {args.min_cosine}. Latency: median of interleaved "
            "runs (speedup = fp32 / int8); 'by min' compares the fastest runs, robust when the machine is "
            "overloaded.", "",
            f"{s['pairs']} (arch, target) pairs: {s['plain']} pass plain, {s['fallback']} needed the fallback, "
@@ -333,7 +335,7 @@ def markdown(rows: list[dict], args) -> str:
     return "\n".join(out + (["## Notes", "", *notes, ""] if notes else []))
 
 
-def missed(rows: list[dict]) -> list[str]:
+def missed(rows: list[dict], min_cosine: float = MIN_COSINE) -> list[str]:
     out = []
     for r in rows:
         if r["status"] in ("plain", "fallback"):
@@ -342,7 +344,7 @@ def missed(rows: list[dict]) -> list[str]:
             continue
         why = r.get("fallback_error") or (r.get("plain") or {}).get("error") or {}
         cos = r.get("cosine")
-        out.append(f"{r['arch']}/{r['target']}: " + (f"cosine {cos:.4f} < {MIN_COSINE}" if cos is not None
+        out.append(f"{r['arch']}/{r['target']}: " + (f"cosine {cos:.4f} < {min_cosine}" if cos is not None
                                                       else f"{why.get('type')}: {why.get('text')}"))
     return out
 
@@ -356,6 +358,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-fallback", dest="fallback", action="store_false", help="the plain path only")
     ap.add_argument("--arch-timeout", type=int, default=ARCH_TIMEOUT_S)
+    ap.add_argument("--min-cosine", type=float, default=MIN_COSINE, help="the fidelity budget (default 0.99)")
     ap.add_argument("--jobs", type=int, default=1, help="architectures run at once (latency gets noisier)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -376,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             def emit(row: dict) -> None:
                 with open(args.worker, "a") as f:
                     f.write(json.dumps(row) + "\n")
-            sweep_arch(arch_names[0], tnames, args.quick, args.runs, args.threads, args.fallback, Path(d), emit)
+            sweep_arch(arch_names[0], tnames, args.quick, args.runs, args.threads, args.fallback, Path(d), emit,
+                       args.min_cosine)
         return 0
     from compressor.fsutil import write_text
 
@@ -398,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{s['pairs']} pairs: {s['plain']} plain, {s['fallback']} fallback, {s['refused']} refused, "
           f"{s['missed']} missed, {s['failed']} failed")
     write_text(args.out / f"{suite}.md", markdown(rows, args))
-    return common.finish(suite, args, rows, missed(rows), summary=s, min_cosine=MIN_COSINE,
+    return common.finish(suite, args, rows, missed(rows, args.min_cosine), summary=s, min_cosine=args.min_cosine,
                          archs={a: {"input": ARCHS[a].quick_size if args.quick else ARCHS[a].size,
                                     "note": ARCHS[a].note} for a in arch_names},
                          calibration=f"{16 if args.quick else CALIB_IMAGES} synthetic 1/f-spectrum images",

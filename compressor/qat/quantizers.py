@@ -118,8 +118,22 @@ def fx_qconfig_mapping(bits: int, per_channel: bool, qat: bool, keep_float: list
             quant_min=lo, quant_max=hi, dtype=torch.qint8, qscheme=wq)
     mapping: QConfigMapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
     for name in keep_float:
-        mapping.set_module_name(name, None)
+        fx_keep_float(mapping, name)
     return mapping
+
+
+def fx_keep_float(mapping, name: str):
+    """Keep module `name` in float under an FX QConfigMapping; `<module>:ops` keeps only
+    the functions and methods that module's own forward calls (FX scopes each such node
+    to its innermost module, and a regex anchored at both ends matches that module alone,
+    not its children)."""
+    import re
+
+    from compressor.layers import is_ops, owner
+
+    if is_ops(name):
+        return mapping.set_module_name_regex(re.escape(owner(name)) + "$", None)
+    return mapping.set_module_name(name, None)
 
 
 def litert_quantizer():

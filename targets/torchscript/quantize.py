@@ -23,7 +23,8 @@ from compressor.data import Dataset
 from compressor.errors import DataError, ExportError
 from compressor.recipe import QuantVariant
 from compressor.errors import first_line
-from compressor.layers import is_ops, module_types
+from compressor.layers import is_ops, module_types, strip_dropout
+from compressor.qat.quantizers import fx_keep_float
 
 CALIB_BATCH = 16
 MIN_SCALE = 2.0 ** -64
@@ -38,19 +39,19 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
         raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
                         "to the recipe")
     torch.backends.quantized.engine = "x86"
-    float_model = copy.deepcopy(module).eval()
+    float_model = strip_dropout(copy.deepcopy(module).eval())
     _check_exclude(float_model, v.exclude)
     relu6 = _relu6_after_conv(float_model)
     mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
     for name in v.exclude:
-        keep_float_fx(mapping, name)
+        fx_keep_float(mapping, name)
     for cls in module_types(float_model, v.exclude_ops, "torchscript"):
         mapping.set_object_type(cls, None)
     prepared = _prepare(float_model, mapping, example, v)
     if unclamped := _clamp_observers(prepared, relu6):
         # A convolution kept in float (excluded) has no int8 output range ending at 6 to
         # do ReLU6's job: the ReLU6 after it stays, and the model is prepared again.
-        float_model = copy.deepcopy(module).eval()
+        float_model = strip_dropout(copy.deepcopy(module).eval())
         relu6 = _relu6_after_conv(float_model, keep=unclamped)
         prepared = _prepare(float_model, mapping, example, v)
         _clamp_observers(prepared, relu6)
@@ -116,20 +117,6 @@ def _check_exclude(module: nn.Module, exclude: list[str]) -> None:
     from compressor.layers import check_module_names
 
     check_module_names(module, exclude, "torchscript")
-
-
-def keep_float_fx(mapping, name: str):
-    """Keep module `name` in float under an FX QConfigMapping; `<module>:ops` keeps only
-    the functions and methods that module's own forward calls (FX scopes each such node
-    to its innermost module, and a regex anchored at both ends matches that module alone,
-    not its children)."""
-    import re
-
-    from compressor.layers import is_ops, owner
-
-    if is_ops(name):
-        return mapping.set_module_name_regex(re.escape(owner(name)) + "$", None)
-    return mapping.set_module_name(name, None)
 
 
 def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:

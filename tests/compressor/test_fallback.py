@@ -303,3 +303,58 @@ def test_an_op_scope_keeps_only_the_modules_own_operations_float_on_every_target
     with pytest.raises(RecipeError, match="did you mean 'se:ops'"):
         targets.get("torchscript").export(model, QuantVariant(mode="static", exclude=["sf:ops"]), tmp_path / "bad",
                                           {}, calibration)
+
+
+class _Found:
+    def __init__(self, layers, ok):
+        self.float_layers, self.ok = list(layers), ok
+
+
+def test_window_search_finds_a_short_run_of_consecutive_layers_by_bisection():
+    # Each layer alone is harmless; only c and d together in float meet the budget (int8
+    # error that builds up in one region). Two bisections then the pruning pass find them.
+    from compressor.fallback import Lowering, _window
+
+    names = [f"l{i}" for i in range(40)]
+    need = {"l21", "l22"}
+    calls = []
+
+    def probe(layers, low):
+        calls.append(tuple(layers))
+        return _Found(layers, need <= set(layers))
+
+    got = _window(probe, Lowering("default"), names, FallbackSpec(min_cosine=0.99))
+    assert got.ok and sorted(got.float_layers) == ["l21", "l22"]
+    assert len(calls) <= 2 * 6 + 1 + 2 + 1  # two bisections of 40, the all-float check, pruning, final
+    assert _window(probe, Lowering("default"), names, FallbackSpec(min_cosine=0.99, max_float_layers=1)) is None
+    assert _window(lambda layers, low: _Found(layers, False), Lowering("default"), names,
+                   FallbackSpec(min_cosine=0.99)) is None
+
+
+def test_vit_layers_and_op_scopes_come_in_execution_order_and_all_float_is_float_on_torchscript():
+    # The encoder's position-embedding add runs before its layers; with every layer and op
+    # scope excluded, FX leaves nothing quantized (dropouts, the identity at inference, no
+    # longer carry an int8 input of their own).
+    import numpy as np
+    import torch
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from compressor.data import Dataset
+    from targets.torchscript.quantize import static_int8
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+                            mlp_dim=64, num_classes=10).eval()
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.1)
+    model = Model(module=vit, inputs=[InputSpec(name="x", shape=[1, 3, 32, 32])])
+    names = candidates(model)
+    assert names[:4] == ["conv_proj", ":ops", "encoder:ops", "encoder.layers.encoder_layer_0.ln_1"]
+    assert "encoder.layers.encoder_layer_0.self_attention:ops" in names
+    rng = np.random.default_rng(0)
+    calib = Dataset({"x": rng.standard_normal((8, 3, 32, 32)).astype(np.float32)})
+    q, _ = static_int8(vit, ["x"], model.example_inputs(batch=2),
+                       QuantVariant(mode="static", calibration_samples=8, exclude=names), calib)
+    assert not [n for n in q.graph.nodes if "quantize_per_tensor" in str(n.target)]
+    x = torch.from_numpy(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.allclose(q(x), vit(x), atol=1e-5)
