@@ -23,6 +23,7 @@ from compressor.errors import (CompressorError, DataError, FidelityError, Recipe
                                first_line)
 from compressor.fsutil import publish, staging_dir
 from compressor.model import Model
+from compressor.qat.quantizers import release_model_caches
 from compressor.recipe import FallbackSpec, QuantVariant
 
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ class _Prober:
             res.error, res.crashed = first_line(e), type(e)
         else:
             self._score(res, art)
+        release_model_caches()  # the quantizers' helpers would keep every probe's model alive
         res.seconds = time.perf_counter() - t0
         self.cache[key] = res
         if record:

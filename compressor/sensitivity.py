@@ -22,6 +22,7 @@ from compressor.errors import DataError, ExportError, RecipeError, first_line
 from compressor.layers import (block_names, check_module_names, is_ops, kind, layers_and_ops, owner,
                                strip_dropout)
 from compressor.model import Model, flatten_outputs
+from compressor.qat.quantizers import release_model_caches
 
 # Which quantizer family simulates each target's int8 lowering.
 FAMILY = {"onnx": "x86", "pt2": "x86", "aoti": "x86", "tflite": "litert", "torchscript": "fx"}
@@ -96,6 +97,8 @@ def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | Non
             continue
         quantized = sim.only(name, calib)
         got = _run(quantized, inputs, model.input_names)
+        del quantized
+        release_model_caches()
         cos, rel = output_cosine(ref, got), relative_error(ref, got)
         acc = accuracy(got[0], labels)
         scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=cos, rel_error=rel,

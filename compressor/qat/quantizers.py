@@ -122,6 +122,25 @@ def fx_qconfig_mapping(bits: int, per_channel: bool, qat: bool, keep_float: list
     return mapping
 
 
+def release_model_caches() -> None:
+    """Drop the models torch's quantization helpers cache. torchao's and torch.ao's
+    `assert_and_get_unique_device` are `lru_cache(maxsize=None)` functions keyed by the
+    module, so every prepared model stays alive: the sensitivity pass over Inception-v3's
+    203 layers grew by ~190 MB a layer and was killed at 24 GB. Called after each
+    simulated layer and each fallback probe."""
+    import importlib
+
+    for mod, fn in (("torchao.utils", "_assert_and_get_unique_device"),
+                    ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"),
+                    ("torchao.quantization.pt2e.utils", "_assert_and_get_unique_device")):
+        try:
+            cached = getattr(importlib.import_module(mod), fn, None)
+        except ImportError:
+            continue
+        if cached is not None and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
 def fx_keep_float(mapping, name: str):
     """Keep module `name` in float under an FX QConfigMapping; `<module>:ops` keeps only
     the functions and methods that module's own forward calls (FX scopes each such node
