@@ -107,9 +107,8 @@ def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, o
         first = probe([], Lowering("default"))
         if first.ok:
             return _finish(probe, first, [], "default", ranking or [], "none needed", out, measure_latency)
-        order, ranking, mode = _order(model, target, variant, calibration, base, reference, labels, budget, ranking,
-                                      say)
-        in_model_order = _model_order(model, budget, order)
+        order, in_model_order, ranking, mode = _order(model, target, variant, calibration, base, reference, labels,
+                                                      budget, ranking, say)
         lowerings = [Lowering("default")] + (alternatives(target, variant, base, model) if budget.alternatives else [])
         for i, low in enumerate(lowerings):
             say(f"{variant.label}: {low.label}, float-layer search")
@@ -268,20 +267,20 @@ def _search(probe: _Prober, low: Lowering, order: list[str], budget: FallbackSpe
             hi = mid
         else:
             lo = mid
-    chosen = list(order[:hi])
-    if 1 < len(chosen) <= PRUNE_AT_MOST:
-        for name in reversed(chosen):  # least sensitive first; known failures come from the cache
-            trial = [n for n in chosen if n != name]
-            if probe(trial, low).ok:
-                chosen = trial
+    chosen = _prune(probe, low, list(order[:hi]), least_first=True)  # least sensitive tried first
     return probe(chosen, low)
 
 
-def _model_order(model: Model, budget: FallbackSpec, ranked: list[str]) -> list[str]:
-    from compressor.sensitivity import candidates
-
-    keep = set(ranked)
-    return [n for n in candidates(model, budget.granularity) if n in keep]
+def _prune(probe: _Prober, low: Lowering, chosen: list[str], least_first: bool = False) -> list[str]:
+    """Drop, one at a time, each layer of a short float set the budget holds without
+    (known failures come from the probe cache)."""
+    if not 1 < len(chosen) <= PRUNE_AT_MOST:
+        return chosen
+    for name in (list(reversed(chosen)) if least_first else list(chosen)):
+        trial = [n for n in chosen if n != name]
+        if probe(trial, low).ok:
+            chosen = trial
+    return chosen
 
 
 def _window(probe: _Prober, low: Lowering, names: list[str], budget: FallbackSpec) -> _Probe | None:
@@ -308,19 +307,15 @@ def _window(probe: _Prober, low: Lowering, names: list[str], budget: FallbackSpe
             hi = mid
         else:
             lo = mid
-    chosen = list(names[start:hi])
-    if 1 < len(chosen) <= PRUNE_AT_MOST:
-        for name in list(chosen):
-            trial = [n for n in chosen if n != name]
-            if probe(trial, low).ok:
-                chosen = trial
+    chosen = _prune(probe, low, list(names[start:hi]))
     if len(chosen) > limit:
         return None
     return probe(chosen, low)
 
 
 def _order(model, target, variant, calibration, base, reference, labels, budget, ranking, say):
-    """Layers in sensitivity order (most sensitive first) and how the order was made."""
+    """Layers in sensitivity order (most sensitive first), the same layers in model
+    (execution) order, the scores, and how the order was made."""
     from compressor.sensitivity import candidates, layer_sensitivity
 
     names = [n for n in candidates(model, budget.granularity) if n not in variant.exclude]
@@ -328,7 +323,7 @@ def _order(model, target, variant, calibration, base, reference, labels, budget,
         names = [n for n in names if _onnx_nodes_of(base, n)]
     if ranking:
         ranked = [s.name for s in ranking if s.name in names]
-        return ranked + [n for n in names if n not in ranked], ranking, "given"
+        return ranked + [n for n in names if n not in ranked], names, ranking, "given"
     n = budget.sensitivity_samples
     inputs = {k: v[:n] for k, v in reference.inputs.items()}
     lab = labels[:n] if labels is not None and reference.on_real_data else None
@@ -346,8 +341,8 @@ def _order(model, target, variant, calibration, base, reference, labels, budget,
     except (RecipeError, DataError):
         raise
     except CompressorError as e:
-        return names, [], f"model order (sensitivity failed: {first_line(e)})"
-    return [s.name for s in scores], scores, how
+        return names, names, [], f"model order (sensitivity failed: {first_line(e)})"
+    return [s.name for s in scores], names, scores, how
 
 
 def _onnx_nodes_of(base, name: str) -> bool:

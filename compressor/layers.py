@@ -123,8 +123,13 @@ def op_scopes(module: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, l
     """`<module>:ops` -> the compute functions that module's own forward runs (outside
     its submodules), for every non-leaf module that runs any; found by running the
     model once on `example`. Empty when the model cannot run eagerly on it."""
+    return _scopes(module, _record(module, example)[0])
+
+
+def _scopes(module: nn.Module, seen: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The op scopes among recorded modules: non-leaf modules (a leaf's own functions are
+    the layer itself)."""
     leaves = {n for n, m in module.named_modules() if not any(True for _ in m.children())}
-    seen, _ = _record(module, example)
     return {n + OPS: fns for n, fns in seen.items() if n not in leaves and n != "?"}
 
 
@@ -135,10 +140,8 @@ def layers_and_ops(module: nn.Module, example: Sequence[torch.Tensor] | None) ->
     layers = layer_names(module)
     if example is None:
         return layers
-    leaves = {n for n, m in module.named_modules() if not any(True for _ in m.children())}
     seen, first = _record(module, example)
-    scopes = {n + OPS for n in seen if n not in leaves and n != "?"}
-    wanted = set(layers) | scopes
+    wanted = set(layers) | set(_scopes(module, seen))
     ran = sorted((n for n in first if n in wanted), key=first.__getitem__)
     return ran + [n for n in layers if n not in first]
 

@@ -11,7 +11,6 @@ a ranking of where int8 hurts, which compressor/fallback.py then checks for real
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,8 +18,7 @@ import torch
 
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError, first_line
-from compressor.layers import (block_names, check_module_names, is_ops, kind, layers_and_ops, owner,
-                               strip_dropout)
+from compressor.layers import block_names, check_module_names, is_ops, kind, layers_and_ops, strip_dropout
 from compressor.model import Model, flatten_outputs
 from compressor.qat.quantizers import release_model_caches
 
@@ -178,7 +176,7 @@ class _Simulator:
             from torch.ao.quantization import QConfigMapping
             from torch.ao.quantization.quantize_fx import prepare_fx
 
-            from compressor.qat.quantizers import fx_qconfig_mapping
+            from compressor.qat.quantizers import fx_qconfig_mapping, fx_set_module
 
             torch.backends.quantized.engine = "x86"
             if self.dynamic:  # what quantize_dynamic (the torchscript target's dynamic int8) does to a Linear
@@ -187,10 +185,7 @@ class _Simulator:
                 qconfig = per_channel_dynamic_qconfig if self.per_channel else default_dynamic_qconfig
             else:
                 qconfig = fx_qconfig_mapping(8, self.per_channel, False, []).global_qconfig
-            if is_ops(name):  # that module's own functions only, not its children (FX scopes nodes so)
-                mapping = QConfigMapping().set_module_name_regex(re.escape(owner(name)) + "$", qconfig)
-            else:
-                mapping = QConfigMapping().set_module_name(name, qconfig)
+            mapping = fx_set_module(QConfigMapping(), name, qconfig)
             return prepare_fx(strip_dropout(copy.deepcopy(self.model.module).eval()), mapping, self.example)
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 

@@ -14,6 +14,7 @@ storage: every target carries it with its ordinary int8 kernels.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -118,7 +119,7 @@ def fx_qconfig_mapping(bits: int, per_channel: bool, qat: bool, keep_float: list
             quant_min=lo, quant_max=hi, dtype=torch.qint8, qscheme=wq)
     mapping: QConfigMapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
     for name in keep_float:
-        fx_keep_float(mapping, name)
+        fx_set_module(mapping, name, None)
     return mapping
 
 
@@ -141,18 +142,18 @@ def release_model_caches() -> None:
             cached.cache_clear()
 
 
-def fx_keep_float(mapping, name: str):
-    """Keep module `name` in float under an FX QConfigMapping; `<module>:ops` keeps only
-    the functions and methods that module's own forward calls (FX scopes each such node
-    to its innermost module, and a regex anchored at both ends matches that module alone,
-    not its children)."""
+def fx_set_module(mapping, name: str, qconfig):
+    """Give module `name` `qconfig` (None: keep it float) under an FX QConfigMapping;
+    `<module>:ops` means only the functions and methods that module's own forward calls
+    (FX scopes each such node to its innermost module, and a regex anchored at both ends
+    matches that module alone, not its children)."""
     import re
 
     from compressor.layers import is_ops, owner
 
     if is_ops(name):
-        return mapping.set_module_name_regex(re.escape(owner(name)) + "$", None)
-    return mapping.set_module_name(name, None)
+        return mapping.set_module_name_regex(re.escape(owner(name)) + "$", qconfig)
+    return mapping.set_module_name(name, qconfig)
 
 
 def litert_quantizer():
@@ -161,22 +162,11 @@ def litert_quantizer():
     'L__self__<path>' keys (and dots in names are ambiguous that way), so set_module_name
     matched nothing: an excluded layer was quantized anyway. Here the filter reads the
     qualified names stored as the stack's values."""
-    import contextlib
-
     from litert_torch.quantize import pt2e_quantizer as lq
-
-    @contextlib.contextmanager
-    def fixed_filter():
-        original = lq._get_module_name_filter
-        lq._get_module_name_filter = _module_name_filter
-        try:
-            yield
-        finally:
-            lq._get_module_name_filter = original
 
     class Quantizer(lq.PT2EQuantizer):
         def annotate(self, model):
-            with fixed_filter():
+            with _swapped(lq, "_get_module_name_filter", _module_name_filter):
                 return super().annotate(model)
 
         # set_module_name(name, None) raises "not supported yet"; a None entry is what the
@@ -195,29 +185,30 @@ def litert_quantizer():
 def x86_quantizer():
     """torchao's X86InductorQuantizer, whose module names also take `<module>:ops` (the
     operations of that module's own forward; compressor.layers)."""
-    import contextlib
-
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
     def all_nodes_in(module_name: str):
         accept = _module_name_filter(module_name)
         return lambda nodes: all(accept(n) for n in nodes)
 
-    @contextlib.contextmanager
-    def fixed_filter():
-        original = xiq._create_module_name_filter
-        xiq._create_module_name_filter = all_nodes_in
-        try:
-            yield
-        finally:
-            xiq._create_module_name_filter = original
-
     class Quantizer(xiq.X86InductorQuantizer):
         def annotate(self, model):
-            with fixed_filter():
+            with _swapped(xiq, "_create_module_name_filter", all_nodes_in):
                 return super().annotate(model)
 
     return Quantizer()
+
+
+@contextlib.contextmanager
+def _swapped(owner_module, attr: str, value):
+    """`owner_module.attr` replaced by `value` for the duration (the quantizers' own name
+    filters, during their annotate)."""
+    original = getattr(owner_module, attr)
+    setattr(owner_module, attr, value)
+    try:
+        yield
+    finally:
+        setattr(owner_module, attr, original)
 
 
 def _stack_paths(node) -> list[str]:

@@ -15,9 +15,9 @@ import difflib
 from pathlib import Path
 
 from compressor.errors import RecipeError
+from compressor.layers import is_ops, owner
 
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
-OPS = ":ops"  # '<module>:ops': the nodes of that module's own forward (compressor.layers)
 
 
 def node_modules(node) -> list[str]:
@@ -47,8 +47,8 @@ def nodes_to_exclude(path: Path, exclude: list[str], exclude_ops: list[str]) -> 
         if name in by_name:
             out.append(name)
             continue
-        if name.endswith(OPS):  # the nodes the module's own forward made, none of its children's
-            own = name[:-len(OPS)]
+        if is_ops(name):  # the nodes the module's own forward made, none of its children's
+            own = owner(name)
             hits = [n for n, mods in scopes.items() if (mods[-1] if mods else "") == own]
             if not hits and not (own == "" or any(own in mods for mods in scopes.values())):
                 raise RecipeError(_unknown(own, scopes))

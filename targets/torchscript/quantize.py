@@ -23,8 +23,8 @@ from compressor.data import Dataset
 from compressor.errors import DataError, ExportError
 from compressor.recipe import QuantVariant
 from compressor.errors import first_line
-from compressor.layers import is_ops, module_types, strip_dropout
-from compressor.qat.quantizers import fx_keep_float
+from compressor.layers import check_module_names, is_ops, module_types, strip_dropout
+from compressor.qat.quantizers import fx_set_module
 
 CALIB_BATCH = 16
 MIN_SCALE = 2.0 ** -64
@@ -40,11 +40,11 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
                         "to the recipe")
     torch.backends.quantized.engine = "x86"
     float_model = strip_dropout(copy.deepcopy(module).eval())
-    _check_exclude(float_model, v.exclude)
+    check_module_names(float_model, v.exclude, "torchscript")
     relu6 = _relu6_after_conv(float_model)
     mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
     for name in v.exclude:
-        fx_keep_float(mapping, name)
+        fx_set_module(mapping, name, None)
     for cls in module_types(float_model, v.exclude_ops, "torchscript"):
         mapping.set_object_type(cls, None)
     prepared = _prepare(float_model, mapping, example, v)
@@ -111,12 +111,6 @@ def _qconfig(v: QuantVariant):
     act = _observer(v).with_args(reduce_range=True, qscheme=scheme, eps=MIN_SCALE)
     return QConfig(activation=act, weight=default_per_channel_weight_observer if v.per_channel
                    else default_weight_observer)
-
-
-def _check_exclude(module: nn.Module, exclude: list[str]) -> None:
-    from compressor.layers import check_module_names
-
-    check_module_names(module, exclude, "torchscript")
 
 
 def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
@@ -199,7 +193,7 @@ def dynamic_int8(module: nn.Module, v: QuantVariant) -> tuple[nn.Module, dict]:
 
     torch.backends.quantized.engine = "x86"
     model = copy.deepcopy(module).eval()
-    _check_exclude(model, v.exclude)
+    check_module_names(model, v.exclude, "torchscript")
     linear = per_channel_dynamic_qconfig if v.per_channel else default_dynamic_qconfig
     # Recurrent layers have no per-channel dynamic kernel; they take per-tensor weights.
     spec: dict = {nn.Linear: linear, nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
