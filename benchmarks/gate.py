@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.metrics import Latency
 from benchmarks.report import SCHEMA, SCHEMA_VERSION, human_size
 from benchmarks.stats import ratio_of_quantiles
-from compressor.budgets import BudgetsSpec, Limits, is_exact, selects
+from compressor.config.budgets import BudgetsSpec, Limits, is_exact, selects
 from compressor.errors import RecipeError
 
 # limit name -> (unit, direction): "max" limits fail above, "min" limits below.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks import ci_outputs
 from benchmarks.gate import Check, evaluate, load_report
-from compressor.budgets import BudgetsSpec
+from compressor.config.budgets import BudgetsSpec
 from compressor.errors import BudgetExceeded, RecipeError
 from compressor.fsutil import write_json, write_text
 
@@ -42,7 +42,7 @@ def run_gate(report: dict, spec: BudgetsSpec, baseline_path: Path | None = None,
 
 
 def gate_command(args) -> int:
-    from compressor.budgets import load_budgets
+    from compressor.config.budgets import load_budgets
 
     report = load_report(args.report)
     if args.budgets:

@@ -12,6 +12,6 @@ def run_recipe(path, out=None, overwrite: bool = False, show_progress: bool = Fa
     """Run the recipe at `path` and return its report (the Python API of `compressor run`)."""
     import targets
     from compressor.pipeline import run
-    from compressor.recipe import load_recipe
+    from compressor.config.recipe import load_recipe
 
     return run(load_recipe(path, target_options=targets.option_models()), out, overwrite, show_progress)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(path: Path):
     import targets
-    from compressor.recipe import load_recipe
+    from compressor.config.recipe import load_recipe
 
     return load_recipe(path, target_options=targets.option_models())
 
@@ -212,7 +212,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     from compressor.fsutil import write_text
-    from compressor.recipe import json_schema
+    from compressor.config.recipe import json_schema
 
     text = json_schema()
     if args.out:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from compressor.errors import CompressorError, DataError
-from compressor.recipe import DataSource, InputSpec
+from compressor.config.recipe import DataSource, InputSpec
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.25

@@ -24,7 +24,7 @@ from compressor.errors import (CompressorError, DataError, FidelityError, Recipe
 from compressor.fsutil import publish, staging_dir
 from compressor.model import Model
 from compressor.qat.quantizers import release_model_caches
-from compressor.recipe import FallbackSpec, QuantVariant
+from compressor.config.quantize import FallbackSpec, QuantVariant
 
 if TYPE_CHECKING:
     from compressor.pipeline import Reference

@@ -14,7 +14,7 @@ import torch
 
 from compressor.data import import_object
 from compressor.errors import ModelLoadError, first_line
-from compressor.recipe import InputSpec, ModelSpec
+from compressor.config.recipe import InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
                 "int32": torch.int32, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}

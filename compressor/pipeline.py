@@ -18,7 +18,8 @@ from compressor.data import Dataset, load_dataset
 from compressor.errors import CompressorError, FidelityError, RecipeError
 from compressor.fsutil import sha256, write_json, write_text
 from compressor.model import Model, load_model
-from compressor.recipe import QuantVariant, Recipe
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import Recipe
 
 MANIFEST_SCHEMA_VERSION = 1
 VALIDATION_BATCH = 64

@@ -16,7 +16,8 @@ from compressor import sysinfo
 from compressor.data import Dataset, load_dataset
 from compressor.errors import CompressorError, FidelityError, ModelLoadError, RecipeError
 from compressor.fsutil import sha256, write_json, write_text
-from compressor.recipe import QuantVariant, Recipe
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import Recipe
 
 KERAS_MODES = ("static", "dynamic", "fp16")
 

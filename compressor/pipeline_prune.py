@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from compressor.data import Dataset
     from compressor.model import Model
     from compressor.prune.run import PruneResult
-    from compressor.recipe import Recipe
+    from compressor.config.recipe import Recipe
 
 
 def apply_prune_steps(recipe: "Recipe", model: "Model", train: "Dataset | None", evaluation: "Dataset | None",

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from compressor.distributed import World
     from compressor.model import Model
     from compressor.qat.run import QatResult
-    from compressor.recipe import QuantVariant, Recipe
+    from compressor.config.quantize import QuantVariant
+    from compressor.config.recipe import Recipe
 
 QAT_LABEL, PTQ_LABEL = "int8-qat", "int8-ptq-same"
 
@@ -70,7 +71,7 @@ def apply_qat_steps(recipe: "Recipe", model: "Model", train: "Dataset | None", e
 
 
 def qat_variants(outcome: QatOutcome | None, target: str) -> list["QuantVariant"]:
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
 
     if outcome is None:
         return []

@@ -58,7 +58,7 @@ def _on_target(recipe, model, target: str, variant, calibration, ref, labels, gr
 
     import targets
     from compressor.fallback import target_sensitivity
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
     from compressor.sensitivity import candidates
 
     if target != "onnx":

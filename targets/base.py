@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:  # torch-side types, only for annotations
     from compressor.data import Dataset
     from compressor.model import Model
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
 
 
 class TargetOptions(BaseModel):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from compressor.errors import FidelityError
-from compressor.recipe import Tolerance
+from compressor.config.recipe import Tolerance
 
 
 @dataclass(frozen=True)

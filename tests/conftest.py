@@ -11,7 +11,8 @@ import pytest
 
 from compressor.data import digits_arrays, load_dataset
 from compressor.model import load_model
-from compressor.recipe import DataSource, InputSpec, ModelSpec, QuantVariant
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import DataSource, InputSpec, ModelSpec
 from compressor.zoo.digits import WEIGHTS_PATH
 
 ZOO_WEIGHTS = WEIGHTS_PATH

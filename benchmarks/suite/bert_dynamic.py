@@ -137,7 +137,8 @@ def bench_init(init_range: float, work: Path, args) -> dict:
     from benchmarks.harness import BenchConfig, measure
     from compressor.data import Dataset, sentences
     from compressor.model import Model
-    from compressor.recipe import InputSpec, QuantVariant
+    from compressor.config.quantize import QuantVariant
+    from compressor.config.recipe import InputSpec
     from compressor.zoo.text import bert_encoder
 
     module = bert_encoder(initializer_range=init_range, num_hidden_layers=args.layers)

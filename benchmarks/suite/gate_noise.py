@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.gate import evaluate
     from benchmarks.harness import BenchConfig, measure
     from compressor import sysinfo
-    from compressor.budgets import BudgetsSpec, LatencyPolicy, Limits
+    from compressor.config.budgets import BudgetsSpec, LatencyPolicy, Limits
     from compressor.fsutil import write_json
 
     cfg = BenchConfig(threads=args.threads, runs=args.runs, warmup=10, warmup_s=0.3)

@@ -157,7 +157,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
                  fallback: bool, min_cosine: float = MIN_COSINE) -> dict:
     """fp32, plain int8 and (when plain misses) the fallback of one architecture on one target."""
     import targets
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
     from targets.base import Device
 
     target = targets.get(tname)
@@ -208,7 +208,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
 def _fallback(row: dict, target, model, variant, calib, base, reference, out: Path, min_cosine: float):
     try:
         from compressor.fallback import lower_with_fallback
-        from compressor.recipe import FallbackSpec
+        from compressor.config.quantize import FallbackSpec
     except ImportError as e:
         row.update(status="missed", cosine=row["plain"]["cosine"], lowering="default", float_layers=[],
                    refusal=None, fallback_error=f"no fallback machinery: {e}")
@@ -246,7 +246,7 @@ def sweep_arch(arch: str, tnames: list[str], quick: bool, runs: int, threads: in
     from compressor.data import Dataset
     from compressor.model import Model
     from compressor.pipeline import Reference
-    from compressor.recipe import InputSpec
+    from compressor.config.recipe import InputSpec
 
     spec = ARCHS[arch]
     size = spec.quick_size if quick else spec.size

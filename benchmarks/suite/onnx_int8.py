@@ -49,7 +49,8 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
     from benchmarks.harness import BenchConfig, measure
     from compressor.data import Dataset
     from compressor.model import Model
-    from compressor.recipe import InputSpec, QuantVariant
+    from compressor.config.quantize import QuantVariant
+    from compressor.config.recipe import InputSpec
 
     torch.manual_seed(0)
     module = getattr(torchvision.models, name)().eval()

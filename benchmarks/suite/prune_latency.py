@@ -54,7 +54,8 @@ def bench_model(name: str, work: Path, runs: int, threads: int, rounds: int) -> 
     from compressor.data import Dataset
     from compressor.model import Model
     from compressor.prune import PruneStep, prune
-    from compressor.recipe import InputSpec, QuantVariant
+    from compressor.config.quantize import QuantVariant
+    from compressor.config.recipe import InputSpec
     from targets.base import Device
 
     torch.manual_seed(0)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import targets
     from compressor.fsutil import write_json
-    from compressor.recipe import parse_recipe
+    from compressor.config.recipe import parse_recipe
     from compressor.zoo import digits
 
     weights = Path(digits.__file__).with_name(digits.WEIGHTS)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet()
 
     import targets
-    from compressor.recipe import parse_recipe
+    from compressor.config.recipe import parse_recipe
     from compressor.tune.study import run_tune
     from compressor.zoo.digits import WEIGHTS_PATH
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compressor.prune.config import NMSpec, PruneStep, PruneTarget, StructuredSpec, UnstructuredSpec
+from compressor.config.prune import NMSpec, PruneStep, PruneTarget, StructuredSpec, UnstructuredSpec
 
 if TYPE_CHECKING:
     from compressor.prune.run import PruneResult

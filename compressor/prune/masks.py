@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressor.prune.config import NMSpec, UnstructuredSpec
+from compressor.config.prune import NMSpec, UnstructuredSpec
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

@@ -16,7 +16,7 @@ from compressor.finetune import FinetuneHistory, TrainHooks, accuracy, finetune
 from compressor.model import Model
 from compressor.prune import masks as M
 from compressor.prune import structured as S
-from compressor.prune.config import PruneStep
+from compressor.config.prune import PruneStep
 
 if TYPE_CHECKING:
     from compressor.data import Dataset

@@ -6,6 +6,6 @@ Importing this package is cheap (the config only); torch loads when the step run
 
 from __future__ import annotations
 
-from compressor.qat.config import QatStep, Sensitivity
+from compressor.config.qat import QatStep, Sensitivity
 
 __all__ = ["QatStep", "Sensitivity"]

@@ -21,7 +21,7 @@ from compressor.errors import DataError, TrainingError
 from compressor.finetune import FinetuneHistory, TrainHooks, accuracy, finetune
 from compressor.model import Model
 from compressor.qat import checkpoint as ckpt
-from compressor.qat.config import QatStep
+from compressor.config.qat import QatStep
 from compressor.qat.graph import QatModule, calibrate, convert, prepare
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compressor.errors import CompressorError, RecipeError, UnsupportedOpError, first_line
-from compressor.tune.config import TuneSpec
+from compressor.config.tune import TuneSpec
 
 if TYPE_CHECKING:
-    from compressor.recipe import Recipe
+    from compressor.config.recipe import Recipe
 
 INC_TARGETS = ("onnx",)  # the targets that lower a converted PT2E x86 graph
 LABEL = "int8-inc"

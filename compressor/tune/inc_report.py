@@ -14,7 +14,7 @@ from compressor.fsutil import write_json, write_text
 
 if TYPE_CHECKING:
     from compressor.model import Model
-    from compressor.recipe import Recipe
+    from compressor.config.recipe import Recipe
     from compressor.tune.space import TrialConfig
     from compressor.tune.study import TuneContext
 
@@ -102,7 +102,7 @@ def _describe(c: dict) -> str:
 def _baseline_row(recipe: "Recipe", ctx: "TuneContext", cfg: "TrialConfig") -> dict:
     """Plain static int8 from our own pipeline, with the tuner's benchmark settings."""
     from compressor.pipeline import run
-    from compressor.recipe import parse_recipe
+    from compressor.config.recipe import parse_recipe
     from compressor.tune.study import _base_dict
     from compressor.tune.space import derived_recipe, to_yaml
 
@@ -140,7 +140,7 @@ def _measure_inc(recipe: "Recipe", ctx: "TuneContext", model: "Model", fp32_acc:
     from benchmarks.harness import BenchConfig, measure
     from compressor.data import load_dataset
     from compressor.pipeline import VALIDATION_BATCH, _eval_file, reference_for
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
     from targets.base import Device, run_batched
     from targets.validate import compare
 

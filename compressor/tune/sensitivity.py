@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from compressor.errors import DataError
 
 if TYPE_CHECKING:
-    from compressor.recipe import Recipe
+    from compressor.config.recipe import Recipe
 
 SAMPLES = 256
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from compressor.errors import RecipeError
-from compressor.tune.config import SearchSpace, TuneSpec
+from compressor.config.tune import SearchSpace, TuneSpec
 
 PRUNE_STEP = 0.05  # ratios closer than this give the same channel counts on small layers
 QAT_LABEL = "int8-qat"  # the label the qat step gives its artifact (compressor.pipeline_qat)

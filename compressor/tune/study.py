@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError, RecipeError, first_line
-from compressor.recipe import Recipe
-from compressor.tune.config import TuneSpec
+from compressor.config.recipe import Recipe
+from compressor.config.tune import TuneSpec
 from compressor.tune.space import BASELINE, TrialConfig, check_space, derived_recipe, suggest, to_yaml
 
 ROLE_BASELINE = "baseline"
@@ -201,7 +201,7 @@ def counted_trials(study) -> list:
 
 def _objective(trial, ctx: TuneContext) -> tuple[float, ...]:
     from compressor.pipeline import run
-    from compressor.recipe import parse_recipe
+    from compressor.config.recipe import parse_recipe
 
     role = trial.user_attrs.get("role")
     cfg = BASELINE if role == ROLE_BASELINE else suggest(trial, ctx.spec.space, ctx.ranking)

@@ -13,7 +13,7 @@ from targets.base import Artifact, Device, Target, TargetOptions
 if TYPE_CHECKING:
     from compressor.data import Dataset
     from compressor.model import Model
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
 
 # Protobuf caps one message at 2 GiB; past half of that, weights go to a .data file.
 EXTERNAL_DATA_AUTO_BYTES = 1 << 30

@@ -13,7 +13,7 @@ import numpy as np
 
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError, first_line
-from compressor.recipe import QuantVariant
+from compressor.config.quantize import QuantVariant
 
 BATCH = 64
 

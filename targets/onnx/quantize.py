@@ -12,7 +12,7 @@ import numpy as np
 
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, first_line
-from compressor.recipe import QuantVariant
+from compressor.config.quantize import QuantVariant
 from targets.onnx.scopes import follow_preprocess, nodes_to_exclude
 
 CALIB_BATCH = 16

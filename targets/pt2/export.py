@@ -16,7 +16,7 @@ import torch
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError, RecipeError
 from compressor.model import Model
-from compressor.recipe import QuantVariant
+from compressor.config.quantize import QuantVariant
 from compressor.errors import first_line
 
 CALIB_BATCH = 16

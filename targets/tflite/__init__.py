@@ -19,7 +19,7 @@ from targets.base import Artifact, Device, Target, TargetOptions
 if TYPE_CHECKING:
     from compressor.data import Dataset
     from compressor.model import Model
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
 
 
 class TFLiteOptions(TargetOptions):

@@ -21,7 +21,7 @@ from torch import nn
 
 from compressor.data import Dataset
 from compressor.errors import DataError, ExportError
-from compressor.recipe import QuantVariant
+from compressor.config.quantize import QuantVariant
 from compressor.errors import first_line
 from compressor.layers import check_module_names, is_ops, module_types, strip_dropout
 from compressor.qat.quantizers import fx_set_module

@@ -3,7 +3,7 @@
 import pytest
 
 from benchmarks.gate import check_compatible, evaluate
-from compressor.budgets import BudgetsSpec, Limits
+from compressor.config.budgets import BudgetsSpec, Limits
 from compressor.errors import RecipeError
 from gate_reports import report
 

@@ -12,9 +12,9 @@ import torch
 from compressor.data import load_dataset
 from compressor.distributed import init_from_env
 from compressor.model import load_model
-from compressor.qat.config import QatStep
+from compressor.config.qat import QatStep
 from compressor.qat.run import qat_family
-from compressor.recipe import DataSource, InputSpec, ModelSpec
+from compressor.config.recipe import DataSource, InputSpec, ModelSpec
 from compressor.zoo.digits import WEIGHTS_PATH
 
 ZOO = WEIGHTS_PATH

@@ -3,7 +3,7 @@ import pytest
 
 from compressor.data import Dataset, digits_arrays, load_dataset
 from compressor.errors import DataError
-from compressor.recipe import DataSource, InputSpec
+from compressor.config.recipe import DataSource, InputSpec
 
 PIXELS = [InputSpec(name="pixels", shape=[1, 1, 8, 8])]
 

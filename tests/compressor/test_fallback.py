@@ -15,7 +15,8 @@ from compressor.errors import RecipeError
 from compressor.fallback import lower_with_fallback, target_sensitivity
 from compressor.model import Model
 from compressor.pipeline import reference_for
-from compressor.recipe import DataSource, FallbackSpec, InputSpec, QuantVariant
+from compressor.config.quantize import FallbackSpec, QuantVariant
+from compressor.config.recipe import DataSource, InputSpec
 from compressor.sensitivity import candidates, layer_sensitivity
 from fragile_models import fragile_se
 from targets.base import Device, run_batched

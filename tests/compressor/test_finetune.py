@@ -12,8 +12,9 @@ import torch
 
 from compressor.data import Dataset, load_dataset
 from compressor.errors import DataError
-from compressor.finetune import FinetuneConfig, Schedule, _lr_lambda, accuracy, finetune, recalibrate_bn
-from compressor.recipe import DataSource
+from compressor.config.finetune import FinetuneConfig, Schedule
+from compressor.finetune import _lr_lambda, accuracy, finetune, recalibrate_bn
+from compressor.config.recipe import DataSource
 from tests.conftest import DIGITS_INPUTS
 
 NAMES = ["pixels"]

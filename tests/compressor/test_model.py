@@ -4,7 +4,7 @@ import torch
 
 from compressor.errors import ModelLoadError
 from compressor.model import load_model
-from compressor.recipe import InputSpec, ModelSpec
+from compressor.config.recipe import InputSpec, ModelSpec
 
 ZOO = "compressor.zoo.digits:digits_cnn"
 PIXELS = [InputSpec(name="pixels", shape=[1, 1, 8, 8])]

@@ -9,7 +9,7 @@ import pytest
 import targets
 from compressor.fsutil import sha256
 from compressor.pipeline import run
-from compressor.recipe import load_recipe
+from compressor.config.recipe import load_recipe
 from compressor.zoo.digits import WEIGHTS_PATH
 
 ZOO = WEIGHTS_PATH

@@ -13,7 +13,7 @@ from compressor.errors import RecipeError, UnsupportedOpError
 from compressor.model import Model
 from compressor.prune import PruneStep, prune
 from compressor.prune.masks import check_nm, cubic_sparsity
-from compressor.recipe import DataSource
+from compressor.config.recipe import DataSource
 from tests.conftest import DIGITS_INPUTS
 
 
@@ -127,7 +127,7 @@ class Branchy(nn.Module):
 
 def test_residual_concat_and_depthwise_stay_consistent_and_export(tmp_path):
     import targets
-    from compressor.recipe import InputSpec
+    from compressor.config.recipe import InputSpec
     from targets.base import Device
 
     torch.manual_seed(0)
@@ -187,7 +187,7 @@ class Untraceable(nn.Module):
 
 
 def test_untraceable_graph_names_the_module():
-    from compressor.recipe import InputSpec
+    from compressor.config.recipe import InputSpec
 
     model = Model(module=Untraceable().eval(), inputs=[InputSpec(name="x", shape=[1, 1, 8, 8])])
     with pytest.raises(UnsupportedOpError, match=r"module 'squash' \(Numpyish\)"):

@@ -84,7 +84,7 @@ def test_mismatched_checkpoint_is_refused(qat_run, tmp_path, capsys):
 def small():
     from compressor.data import load_dataset
     from compressor.model import load_model
-    from compressor.recipe import DataSource, InputSpec, ModelSpec
+    from compressor.config.recipe import DataSource, InputSpec, ModelSpec
 
     inputs = [InputSpec(name="pixels", shape=[1, 1, 8, 8])]
     model = load_model(ModelSpec(factory="compressor.zoo.digits:digits_cnn", weights=ZOO, inputs=inputs))
@@ -93,7 +93,7 @@ def small():
 
 
 def _step(**kw):
-    from compressor.qat.config import QatStep
+    from compressor.config.qat import QatStep
 
     return QatStep(weight_bits=4, per_channel=False, compare_ptq=False, calibration_samples=64,
                    freeze_observers_after=2, finetune={"epochs": 3, "lr": 1e-3}, **kw)
@@ -165,7 +165,7 @@ def test_bad_qat_input_is_one_line_and_exit_2(tmp_path, capsys, train, body, _, 
 
 
 def test_mixed_precision_keeps_named_and_most_sensitive_layers_float(small):
-    from compressor.qat.config import QatStep
+    from compressor.config.qat import QatStep
     from compressor.qat.graph import prepare
     from compressor.qat.run import plan_keep_float
 

@@ -4,7 +4,7 @@ import pytest
 
 import targets
 from compressor.errors import RecipeError
-from compressor.recipe import json_schema, parse_recipe
+from compressor.config.recipe import json_schema, parse_recipe
 
 MINIMAL = """\
 version: 1
@@ -91,7 +91,7 @@ def test_json_schema_is_valid_json_with_properties():
 def test_committed_schema_is_the_current_one():
     from pathlib import Path
 
-    from compressor.recipe import json_schema
+    from compressor.config.recipe import json_schema
 
     committed = Path(__file__).resolve().parents[2] / "docs" / "recipe.schema.json"
     assert committed.read_text() == json_schema() + "\n", "run: compressor schema --out docs/recipe.schema.json"

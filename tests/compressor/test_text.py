@@ -11,7 +11,7 @@ import targets
 from compressor.data import load_dataset
 from compressor.errors import DataError, ModelLoadError
 from compressor.model import load_model
-from compressor.recipe import DataSource, InputSpec, ModelSpec, load_recipe
+from compressor.config.recipe import DataSource, InputSpec, ModelSpec, load_recipe
 from compressor.zoo.text import BERT_FIRST_WORD, TEXT_SAMPLES, bert_encoder, sentence_tokens
 
 TINY = {"vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compressor.cli import main
-from compressor.recipe import load_recipe
+from compressor.config.recipe import load_recipe
 from compressor.tune.report import non_dominated
 from compressor.zoo.digits import WEIGHTS_PATH
 

@@ -12,7 +12,7 @@ import targets
 from compressor.cli import main
 from compressor.data import load_dataset
 from compressor.pipeline import run
-from compressor.recipe import load_recipe
+from compressor.config.recipe import load_recipe
 
 TINY = ("{vocab_size: 2000, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, "
         "intermediate_size: 256, max_position_embeddings: 64}")
@@ -117,7 +117,7 @@ def test_report_names_the_int8_engine(bert_run):
 def test_single_layer_attention_fuses_and_matches_torch(tmp_path):
     """One layer: the mask's own Mul then feeds the only mask Add; it must stay a Mul."""
     from compressor.model import Model
-    from compressor.recipe import InputSpec
+    from compressor.config.recipe import InputSpec
     from compressor.zoo.text import bert_encoder, sentence_tokens
 
     module = bert_encoder(vocab_size=500, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

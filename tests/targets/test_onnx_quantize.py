@@ -66,7 +66,7 @@ def test_quantized_artifacts_keep_the_dynamic_batch(onnx_artifacts, ort_session,
 def test_static_int8_without_calibration_data_is_a_data_error(tmp_path, digits_model, onnx_artifacts):
     import targets
     from compressor.errors import DataError
-    from compressor.recipe import QuantVariant
+    from compressor.config.quantize import QuantVariant
 
     with pytest.raises(DataError, match="needs calibration data"):
         targets.get("onnx").export(digits_model, QuantVariant(mode="static"), tmp_path / "q", {}, None,

@@ -14,7 +14,8 @@ from compressor.cli import main
 from compressor.data import Dataset
 from compressor.errors import ExportError
 from compressor.model import Model
-from compressor.recipe import InputSpec, QuantVariant
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import InputSpec
 from targets.base import Device
 from fixed_batch import FixedBatch
 

@@ -9,7 +9,8 @@ from torch import nn
 import targets
 from compressor.data import Dataset
 from compressor.model import Model
-from compressor.recipe import InputSpec, QuantVariant
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import InputSpec
 from targets.base import Device, run_batched
 from targets.validate import compare
 

@@ -62,7 +62,7 @@ def test_nhwc_outputs_come_back_in_the_declared_layout(tmp_path):
 
     import targets
     from compressor.model import Model
-    from compressor.recipe import InputSpec
+    from compressor.config.recipe import InputSpec
     from targets.layout import feeds_for, outputs_from
 
     torch.manual_seed(0)

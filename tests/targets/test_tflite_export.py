@@ -11,7 +11,8 @@ import torch
 import targets
 from compressor.errors import UnsupportedOpError
 from compressor.model import Model
-from compressor.recipe import InputSpec, QuantVariant
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import InputSpec
 from targets.base import Device, run_batched
 from targets.tflite import flatbuf
 from targets.tflite.runtime import LiteSession

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from compressor.errors import FidelityError
-from compressor.recipe import QuantVariant, Tolerance
+from compressor.config.quantize import QuantVariant
+from compressor.config.recipe import Tolerance
 from targets.tflite.keras import convert_keras, keras_outputs, load_keras, tensorflow, validate_keras
 
 

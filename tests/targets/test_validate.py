@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from compressor.errors import FidelityError
-from compressor.recipe import Tolerance
+from compressor.config.recipe import Tolerance
 from targets.validate import check, compare
 
 RNG = np.random.default_rng(0)

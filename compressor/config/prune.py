@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from compressor.finetune import FinetuneConfig
-from compressor.strict import Strict
+from compressor.config.finetune import FinetuneConfig
+from compressor.config.strict import Strict
 
 Ratio = Annotated[float, Field(ge=0, lt=1)]
 

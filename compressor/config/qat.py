@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from compressor.finetune import FinetuneConfig
-from compressor.strict import Strict
+from compressor.config.finetune import FinetuneConfig
+from compressor.config.strict import Strict
 
 
 class Sensitivity(Strict):

@@ -93,7 +93,7 @@ def is_exact(selector: str) -> bool:
 
 def load_budgets(path: Path) -> BudgetsFile:
     from compressor.errors import RecipeError
-    from compressor.recipe import read_yaml, validate_yaml
+    from compressor.config.reading import read_yaml, validate_yaml
 
     path = Path(path)
     if not path.is_file():

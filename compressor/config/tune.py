@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compressor.strict import Strict
+from compressor.config.strict import Strict
 
 
 def _unique(values: list, what: str) -> list:
