@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks.metrics import Latency, Metrics
 from compressor import errors
 from compressor.errors import CompressorError
+from compressor.reference import top1
 
 ACCURACY_BATCH = 64
 BLOCKS = 10  # timed runs come in this many blocks, each followed by the reference workload
@@ -42,6 +43,15 @@ class BenchConfig:
     keep_samples: bool = True                  # keep per-run latencies in the report (for gates)
     trust: bool = False                        # load formats that can run code (TorchScript, .pt2)
     reference: bool = True                     # also time the fixed reference workload (normalisation)
+
+    @classmethod
+    def from_spec(cls, spec, **overrides) -> "BenchConfig":
+        """The recipe's `benchmark:` block (compressor.config.recipe.BenchmarkSpec) as harness
+        settings; `overrides` replace single fields (one batch size, no separate process)."""
+        fields = dict(device=spec.device, threads=spec.threads, batch_sizes=tuple(spec.batch_sizes),
+                      warmup=spec.warmup, warmup_s=spec.warmup_s, runs=spec.runs, min_time_s=spec.min_time_s,
+                      isolate=spec.memory)
+        return cls(**{**fields, **overrides})
 
 
 def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layout: dict | None = None) -> Metrics:
@@ -116,7 +126,7 @@ def run_job(job: dict) -> dict:
     if eval_inputs is not None and labels is not None:
         outputs = outputs_from(run_batched(session, eval_inputs, ACCURACY_BATCH), session.output_names,
                                job.get("layout"))
-        accuracy = float((outputs[0].reshape(len(labels), -1).argmax(-1) == labels).mean())
+        accuracy = top1(outputs[0], labels)
     peak_rss = _peak_rss_mb() if cfg.isolate else None
     ref_all = [r for lat in latencies for r in lat.ref_blocks_ms]
     reference_ms = float(np.median(ref_all)) if ref_all else None

@@ -1,8 +1,8 @@
 """Distributed fine-tuning with torch.distributed, launched by torchrun:
 
-    torchrun --nproc-per-node 2 -m compressor.cli run recipe.yaml
+    torchrun --nproc-per-node 2 -m compressor run recipe.yaml
     torchrun --nnodes 2 --node-rank 0 --rdzv-backend c10d --rdzv-endpoint host:29400 \
-             --nproc-per-node 8 -m compressor.cli run recipe.yaml
+             --nproc-per-node 8 -m compressor run recipe.yaml
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them
 this is a single process and nothing here does anything. Every process trains on its

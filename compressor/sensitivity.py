@@ -21,6 +21,7 @@ from compressor.errors import DataError, ExportError, RecipeError, first_line
 from compressor.layers import block_names, check_module_names, is_ops, kind, layers_and_ops, strip_dropout
 from compressor.model import Model, flatten_outputs
 from compressor.qat.quantizers import release_model_caches
+from compressor.reference import top1
 
 # Which quantizer family simulates each target's int8 lowering.
 FAMILY = {"onnx": "x86", "pt2": "x86", "aoti": "x86", "tflite": "litert", "torchscript": "fx"}
@@ -226,4 +227,4 @@ def relative_error(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     if labels is None:
         return None
-    return float((logits.reshape(len(labels), -1).argmax(-1) == labels).mean())
+    return top1(logits, labels)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compressor.errors import FidelityError
 from compressor.config.recipe import Tolerance
+from compressor.errors import FidelityError
+from compressor.reference import VALIDATION_BATCH, top1
+
+if TYPE_CHECKING:
+    from targets.base import Artifact, Device, Target
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,31 @@ class Fidelity:
         return {"samples": self.samples, "max_abs": self.max_abs, "cosine_mean": self.cosine,
                 "cosine_min": self.cosine_min, "top1_agreement": self.top1,
                 "outputs": [asdict(o) for o in self.outputs]}
+
+
+def validate_artifact(target: "Target", artifact: "Artifact", inputs: dict[str, np.ndarray],
+                      reference: list[np.ndarray], threads: int = 1, device: "Device | None" = None,
+                      evaluation=None) -> tuple[Fidelity, float | None]:
+    """Run `artifact` on its target's runtime over the validation `inputs` (declared layout)
+    and compare its outputs with the float `reference`; with `evaluation` (a labelled
+    dataset) also its top-1 accuracy there. The one session -> run -> compare of the tool."""
+    from targets.base import Device, run_batched
+    from targets.layout import feeds_for, outputs_from
+
+    meta = artifact.meta or {}
+    session = target.open_session(artifact.path, device or Device(), threads)
+    try:
+        def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            got = run_batched(session, feeds_for(feeds, meta), VALIDATION_BATCH)
+            return outputs_from(got, session.output_names, meta)
+
+        fid = compare(reference, run(inputs), meta.get("output_names") or session.output_names)
+        accuracy = None
+        if evaluation is not None and evaluation.labels is not None:
+            accuracy = top1(run(evaluation.inputs)[0], evaluation.labels)
+    finally:
+        del session  # a runtime's session holds its memory until released
+    return fid, accuracy
 
 
 def compare(reference: list[np.ndarray], got: list[np.ndarray], names: list[str]) -> Fidelity:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.zoo.digits import WEIGHTS_PATH
 
 ZOO = WEIGHTS_PATH
@@ -54,7 +54,7 @@ def test_recipe_typo_names_key_line_and_closest_key(tmp_path, capsys, write_reci
 
 def test_recipe_typo_prints_no_traceback_in_a_real_process(tmp_path, write_recipe):
     path = write_recipe(recipe_text(DIGITS_MODEL, "targets: [onnx]\nbenchmrk: {}\n"))
-    proc = subprocess.run([sys.executable, "-m", "compressor.cli", "run", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "compressor", "run", str(path)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr

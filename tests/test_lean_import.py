@@ -14,7 +14,7 @@ def run_python(code: str) -> dict:
 def test_cli_registry_and_harness_import_neither_tensorflow_nor_torch():
     got = run_python(
         "import json, sys\n"
-        "import compressor, compressor.cli, targets, benchmarks.harness\n"
+        "import compressor, compressor.flows.cli, targets, benchmarks.harness\n"
         "print(json.dumps({m: m in sys.modules for m in ('tensorflow', 'torch', 'onnxruntime')}))")
     assert got == {"tensorflow": False, "torch": False, "onnxruntime": False}
 
@@ -22,7 +22,7 @@ def test_cli_registry_and_harness_import_neither_tensorflow_nor_torch():
 def test_pipeline_import_does_not_initialise_cuda_or_import_tensorflow():
     got = run_python(
         "import json, sys\n"
-        "import compressor.pipeline\n"
+        "import compressor.flows.run\n"
         "import torch\n"
         "print(json.dumps({'cuda': torch.cuda.is_initialized(), 'tf': 'tensorflow' in sys.modules}))")
     assert got == {"cuda": False, "tf": False}

@@ -207,7 +207,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
 
 def _fallback(row: dict, target, model, variant, calib, base, reference, out: Path, min_cosine: float):
     try:
-        from compressor.fallback import lower_with_fallback
+        from compressor.flows.fallback import lower_with_fallback
         from compressor.config.quantize import FallbackSpec
     except ImportError as e:
         row.update(status="missed", cosine=row["plain"]["cosine"], lowering="default", float_layers=[],
@@ -245,7 +245,7 @@ def sweep_arch(arch: str, tnames: list[str], quick: bool, runs: int, threads: in
 
     from compressor.data import Dataset
     from compressor.model import Model
-    from compressor.pipeline import Reference
+    from compressor.reference import Reference
     from compressor.config.recipe import InputSpec
 
     spec = ARCHS[arch]

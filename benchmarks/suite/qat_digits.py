@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     text = digits_recipe_head("qat-digits", weights, "onnx, tflite, torchscript") + RECIPE.format(weights=weights, runs=args.runs, epochs=args.epochs, bn=max(0, args.epochs - 2),
                          obs=max(0, args.epochs - 1))
     recipe = parse_recipe(text, "qat_digits.yaml", target_options=targets.option_models())
-    from compressor.pipeline import run
+    from compressor.flows.run import run
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qat-bench-") as d:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import targets
     from compressor.config.recipe import parse_recipe
-    from compressor.tune.study import run_tune
+    from compressor.flows.tune.study import run_tune
     from compressor.zoo.digits import WEIGHTS_PATH
 
     text = digits_recipe_head("tune-digits", WEIGHTS_PATH, "onnx") + RECIPE.format(weights=WEIGHTS_PATH, threads=args.threads, runs=args.runs, trials=args.trials,
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report["verdict"])
     for key in ("speedup_vs_static_int8", "size_ratio_vs_static_int8", "confirm_p50_ms"):
         print(f"{key}: {result[key]}")
-    from compressor.tune.report import CLEARLY_FASTER
+    from compressor.flows.tune.report import CLEARLY_FASTER
 
     clearly = (cmp.get("speedup") or 0) >= CLEARLY_FASTER and report["best"] != report["baseline"]
     missed = [] if clearly else \

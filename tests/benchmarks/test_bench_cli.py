@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compressor.cli import main
+from compressor.flows.cli import main
 
 FAST = ["--runs", "5", "--warmup", "1", "--warmup-s", "0", "--no-isolate"]
 

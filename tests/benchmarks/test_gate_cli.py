@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from gate_reports import report
 
 BUDGETS = """\

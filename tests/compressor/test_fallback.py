@@ -9,12 +9,12 @@ import onnx
 import pytest
 
 import targets
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.data import load_dataset
 from compressor.errors import RecipeError
-from compressor.fallback import lower_with_fallback, target_sensitivity
+from compressor.flows.fallback import lower_with_fallback, target_sensitivity
 from compressor.model import Model
-from compressor.pipeline import reference_for
+from compressor.reference import reference_for
 from compressor.config.quantize import FallbackSpec, QuantVariant
 from compressor.config.recipe import DataSource, InputSpec
 from compressor.sensitivity import candidates, layer_sensitivity
@@ -252,7 +252,7 @@ def test_a_runtime_that_crashes_costs_the_probe_not_the_run(tmp_path, monkeypatc
     import numpy as np
     import torch
 
-    from compressor import fallback
+    from compressor.flows import fallback
 
     model = Model(module=torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval(),
                   inputs=[InputSpec(name="x", shape=[1, 3, 8, 8])])
@@ -314,7 +314,7 @@ class _Found:
 def test_window_search_finds_a_short_run_of_consecutive_layers_by_bisection():
     # Each layer alone is harmless; only c and d together in float meet the budget (int8
     # error that builds up in one region). Two bisections then the pruning pass find them.
-    from compressor.fallback import Lowering, _window
+    from compressor.flows.fallback import Lowering, _window
 
     names = [f"l{i}" for i in range(40)]
     need = {"l21", "l22"}

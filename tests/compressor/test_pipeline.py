@@ -8,7 +8,7 @@ import pytest
 
 import targets
 from compressor.fsutil import sha256
-from compressor.pipeline import run
+from compressor.flows.run import run
 from compressor.config.recipe import load_recipe
 from compressor.zoo.digits import WEIGHTS_PATH
 
@@ -129,7 +129,7 @@ def test_external_data_run_lists_both_files_with_sha256(tmp_path):
 
 
 def test_recipe_budgets_gate_the_run_with_exit_1(tmp_path, capsys):
-    from compressor.cli import main
+    from compressor.flows.cli import main
 
     recipe = RECIPE.replace("steps:\n  - quantize:\n      variants: [{mode: static}, {mode: fp16}]\n", "") + \
         "budgets:\n  limits:\n    '*': {max_size: 1KB, max_accuracy_drop: 0.5}\n"

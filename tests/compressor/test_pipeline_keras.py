@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.data import digits_arrays
 
 RECIPE = """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.zoo.digits import WEIGHTS_PATH
 
 ZOO = WEIGHTS_PATH

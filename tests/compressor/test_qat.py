@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.zoo.digits import WEIGHTS_PATH
 
 ZOO = WEIGHTS_PATH

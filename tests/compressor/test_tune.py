@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.config.recipe import load_recipe
-from compressor.tune.report import non_dominated
+from compressor.flows.tune.report import non_dominated
 from compressor.zoo.digits import WEIGHTS_PATH
 
 MAX_DROP, MIN_COSINE = 1.0, 0.995

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import targets
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.data import load_dataset
-from compressor.pipeline import run
+from compressor.flows.run import run
 from compressor.config.recipe import load_recipe
 
 TINY = ("{vocab_size: 2000, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, "

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import targets
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.data import Dataset
 from compressor.errors import ExportError
 from compressor.model import Model

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.errors import InputShapeError
 from conftest import ZOO_WEIGHTS
 from targets.base import Device

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from compressor.cli import main
+from compressor.flows.cli import main
 from compressor.errors import ArtifactError, RecipeError
 from targets.base import Device
 from targets.tflite import flatbuf

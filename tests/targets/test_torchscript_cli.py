@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from compressor.cli import main
+from compressor.flows.cli import main
 
 FAST = ["--runs", "5", "--warmup", "1", "--warmup-s", "0", "--no-isolate"]
 

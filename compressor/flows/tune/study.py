@@ -18,7 +18,7 @@ from typing import Any
 from compressor.errors import CompressorError, RecipeError, first_line
 from compressor.config.recipe import Recipe
 from compressor.config.tune import TuneSpec
-from compressor.tune.space import BASELINE, TrialConfig, check_space, derived_recipe, suggest, to_yaml
+from compressor.flows.tune.space import BASELINE, TrialConfig, check_space, derived_recipe, suggest, to_yaml
 
 ROLE_BASELINE = "baseline"
 HEARTBEAT_S, GRACE_S = 30, 90  # a killed machine's running trial is marked failed after this long
@@ -97,14 +97,14 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
     import optuna
 
     import targets
-    from compressor.tune.report import build_report, write_report
+    from compressor.flows.tune.report import build_report, write_report
 
     spec, target = tune_spec(recipe, trials, storage, study_name)
     base = _base_dict(recipe)
     check_space(base, spec, target)
     out = Path(out)
     if spec.engine == "inc":
-        from compressor.tune.inc import run_inc
+        from compressor.flows.tune.inc import run_inc
 
         _prepare_out(out)
         return run_inc(recipe, spec, target, out, show_progress=show_progress, console=console)
@@ -140,7 +140,7 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
 
 
 def _base_dict(recipe: Recipe) -> dict:
-    from compressor.tune.space import absolute_paths
+    from compressor.flows.tune.space import absolute_paths
 
     d = recipe.model_dump(mode="json", exclude_none=True)
     return absolute_paths(d, recipe.base_dir)
@@ -200,7 +200,7 @@ def counted_trials(study) -> list:
 
 
 def _objective(trial, ctx: TuneContext) -> tuple[float, ...]:
-    from compressor.pipeline import run
+    from compressor.flows.run import run
     from compressor.config.recipe import parse_recipe
 
     role = trial.user_attrs.get("role")
@@ -270,7 +270,7 @@ def _ranking(recipe: Recipe, spec: TuneSpec, target: str) -> list[str]:
     has a fallback dimension): measured once per study on the evaluation data."""
     if spec.space.fallback is None:
         return []
-    from compressor.tune.sensitivity import ranking
+    from compressor.flows.tune.sensitivity import ranking
 
     return ranking(recipe, target)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,23 +16,12 @@ from compressor import sysinfo
 from compressor.data import Dataset, load_dataset
 from compressor.errors import CompressorError, FidelityError, RecipeError
 from compressor.fsutil import sha256, write_json, write_text
-from compressor.model import Model, load_model
+from compressor.model import load_model
+from compressor.reference import VALIDATION_BATCH, reference_for
 from compressor.config.quantize import QuantVariant
 from compressor.config.recipe import Recipe
 
 MANIFEST_SCHEMA_VERSION = 1
-VALIDATION_BATCH = 64
-
-
-@dataclass
-class Reference:
-    """The float model's outputs on the validation inputs, and its own accuracy."""
-
-    inputs: dict[str, np.ndarray]
-    outputs: list[np.ndarray]
-    accuracy: float | None
-    eval_samples: int | None
-    on_real_data: bool
 
 
 def run_dir_for(recipe: Recipe, out: Path | None) -> Path:
@@ -59,29 +47,6 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def reference_for(model: Model, evaluation: Dataset | None, samples: int) -> Reference:
-    if evaluation is not None and len(evaluation):
-        val = evaluation.take(samples)
-        inputs, real = val.inputs, True
-    else:  # no evaluation data: compare on deterministic synthetic inputs
-        inputs = {s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs(batch=min(samples, 16)))}
-        real = False
-    outputs = _run_torch(model, inputs)
-    accuracy = None
-    if evaluation is not None and evaluation.labels is not None:
-        full = _run_torch(model, evaluation.inputs)[0]
-        accuracy = float((full.reshape(len(evaluation), -1).argmax(-1) == evaluation.labels).mean())
-    return Reference(inputs=inputs, outputs=outputs, accuracy=accuracy,
-                     eval_samples=None if evaluation is None else len(evaluation), on_real_data=real)
-
-
-def _run_torch(model: Model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    n = len(next(iter(inputs.values())))
-    chunks = [model.run({k: v[i:i + VALIDATION_BATCH] for k, v in inputs.items()})
-              for i in range(0, n, VALIDATION_BATCH)]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
-
-
 def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_progress: bool = True,
         console=None, baseline: Path | None = None, resume: bool = False) -> dict | None:
     """Run a whole recipe; returns the report (also written to the run directory).
@@ -93,11 +58,11 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     from benchmarks import report as reports
     from benchmarks.harness import BenchConfig, measure
     from targets.layout import layout_of
-    from targets.validate import check, compare
+    from targets.validate import check, validate_artifact
 
     out = run_dir_for(recipe, out)
     if recipe.model.keras is not None:  # TensorFlow's converter instead of the PyTorch flow below
-        from compressor.pipeline_keras import run_keras
+        from compressor.flows.keras import run_keras
 
         return run_keras(recipe, out, overwrite or recipe.output.overwrite, show_progress, console, baseline)
     target_objs = {name: targets.get(name) for name in recipe.targets}
@@ -110,13 +75,13 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
     dense, pruned = model, []
     if recipe.prune_steps:  # before export: every target's artifacts come from the pruned model
-        from compressor.pipeline_prune import apply_prune_steps
+        from compressor.flows.prune import apply_prune_steps
 
         train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
         model, pruned = apply_prune_steps(recipe, model, train, evaluation, show_progress)
     qat = None
     if recipe.qat_steps:
-        from compressor.pipeline_qat import apply_qat_steps
+        from compressor.flows.qat import apply_qat_steps
 
         train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
         qat = apply_qat_steps(recipe, model, train, evaluation, out, resume, world, show_progress)
@@ -125,17 +90,13 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     # Validation compares artifacts with the model they were exported from (the pruned one).
     ref = reference_for(model, evaluation, recipe.validation.samples)
     variants: list[QuantVariant | None] = [None, *recipe.quant_variants]
-    bench = BenchConfig(device=recipe.benchmark.device, threads=recipe.benchmark.threads,
-                        batch_sizes=tuple(recipe.benchmark.batch_sizes), warmup=recipe.benchmark.warmup,
-                        warmup_s=recipe.benchmark.warmup_s, runs=recipe.benchmark.runs,
-                        min_time_s=recipe.benchmark.min_time_s, isolate=recipe.benchmark.memory,
-                        trust=True)  # the run made these artifacts itself
+    bench = BenchConfig.from_spec(recipe.benchmark, trust=True)  # the run made these artifacts itself
     art_dir = out / "artifacts"
     rows: list[dict] = []
     failures: list[tuple[type[CompressorError], str]] = []
 
     with _progress(show_progress, console) as progress, _eval_file(evaluation) as eval_npz:
-        from compressor.pipeline_qat import qat_variants
+        from compressor.flows.qat import qat_variants
 
         task = progress.add_task("export", total=sum(len(variants) + len(qat_variants(qat, t)) for t in target_objs) * 2)
         qat_refs: dict = {}
@@ -166,7 +127,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                     continue
                 try:
                     if variant is not None and variant.fallback is not None:
-                        from compressor.fallback import export_for_row
+                        from compressor.flows.fallback import export_for_row
 
                         artifact = export_for_row(target, src, variant, recipe.targets[tname], calibration, base,
                                                   src_ref, art_dir / f"{recipe.name}.{label}", evaluation, row,
@@ -184,13 +145,8 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                     continue
                 row.update(file=str(artifact.path.relative_to(out)), export=artifact.meta)
                 try:
-                    session = target.open_session(artifact.path, targets.Device.parse(bench.device), bench.threads)
-                    from targets.base import run_batched
-                    from targets.layout import feeds_for, outputs_from
-                    got = run_batched(session, feeds_for(ref.inputs, artifact.meta), VALIDATION_BATCH)
-                    fid = compare(src_ref.outputs, outputs_from(got, session.output_names, artifact.meta),
-                                  artifact.meta.get("output_names") or session.output_names)
-                    del session
+                    fid, _ = validate_artifact(target, artifact, ref.inputs, src_ref.outputs, bench.threads,
+                                               targets.Device.parse(bench.device))
                     row["fidelity"] = {**fid.to_json(), "on_real_data": ref.on_real_data}
                     check(fid, getattr(recipe.validation, row["precision"]), f"{tname}/{label}")
                 except FidelityError as e:
@@ -210,7 +166,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
             row["metrics"] = measure(artifact.path, bench, eval_npz, layout_of(artifact.meta)).to_json()
             progress.advance(task)
         if pruned:
-            from compressor.pipeline_prune import measure_dense
+            from compressor.flows.prune import measure_dense
 
             progress.update(task, description="benchmark the dense model")
             dense_metrics = measure_dense(recipe, dense, bench, eval_npz)
@@ -231,12 +187,12 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     if recipe.budgets is not None:
         report["budgets"] = recipe.budgets.model_dump(mode="json")
     if pruned:
-        from compressor.pipeline_prune import pruning_section
+        from compressor.flows.prune import pruning_section
 
         report["pruning"], report["per_layer"] = pruning_section(pruned, dense_metrics, rows,
                                                                  recipe.benchmark.batch_sizes[0])
     if qat is not None:
-        from compressor.pipeline_qat import qat_section
+        from compressor.flows.qat import qat_section
 
         report["qat"], qat_layers = qat_section(qat, rows)
         report["per_layer"] = {**report.get("per_layer", {}), **qat_layers}

@@ -51,7 +51,7 @@ def run_inc(recipe: "Recipe", spec: TuneSpec, target: str, out: Path, show_progr
 
     from compressor.data import load_dataset
     from compressor.model import Model, load_model
-    from compressor.tune.study import BASELINE, TuneContext
+    from compressor.flows.tune.study import BASELINE, TuneContext
 
     if target not in INC_TARGETS:
         raise RecipeError(f"tune.engine inc hands PT2E x86 graphs to the onnx target, not {target}; "
@@ -96,7 +96,7 @@ def run_inc(recipe: "Recipe", spec: TuneSpec, target: str, out: Path, show_progr
     tune_s = time.perf_counter() - t0
     configs = _expanded()
     ctx = TuneContext(recipe=recipe, spec=spec, target=target, out=out, base={}, ranking=[], target_options={})
-    from compressor.tune.inc_report import inc_report
+    from compressor.flows.tune.inc_report import inc_report
 
     inc_model = None if quantized is None else Model(module=quantized, inputs=model.inputs,
                                                      output_names=model.output_names, source=model.source,

@@ -15,14 +15,14 @@ from compressor.fsutil import write_json, write_text
 if TYPE_CHECKING:
     from compressor.model import Model
     from compressor.config.recipe import Recipe
-    from compressor.tune.space import TrialConfig
-    from compressor.tune.study import TuneContext
+    from compressor.flows.tune.space import TrialConfig
+    from compressor.flows.tune.study import TuneContext
 
 
 def inc_report(recipe: "Recipe", ctx: "TuneContext", inc_model: "Model | None", fp32_acc: float,
                evaluations: list[float], configs: list[dict], tune_s: float, baseline_cfg: "TrialConfig") -> dict:
     from compressor import sysinfo
-    from compressor.tune.report import CONFIRM_ROUNDS, _now, to_html, to_markdown, verdict
+    from compressor.flows.tune.report import CONFIRM_ROUNDS, _now, to_html, to_markdown, verdict
 
     spec, out = ctx.spec, ctx.out
     budget = spec.budget
@@ -51,7 +51,7 @@ def inc_report(recipe: "Recipe", ctx: "TuneContext", inc_model: "Model | None", 
             r.update(violations=v, feasible=all(x <= 0 for x in v),
                      values=[{"latency": r["latency"], "size": float(r["size_bytes"])}[o] for o in spec.objectives])
     measured = [r for r in rows if r["feasible"]]
-    from compressor.tune.report import non_dominated
+    from compressor.flows.tune.report import non_dominated
 
     front = sorted((measured[i] for i in non_dominated([tuple(r["values"]) for r in measured])),
                    key=lambda r: tuple(r["values"]))
@@ -69,7 +69,7 @@ def inc_report(recipe: "Recipe", ctx: "TuneContext", inc_model: "Model | None", 
             comparison.update(rounds=CONFIRM_ROUNDS, runs=recipe.benchmark.runs, best_p50_ms=med[inc_row["number"]],
                               baseline_p50_ms=med[0], speedup=med[0] / med[inc_row["number"]])
     report = {
-        "schema": "compressor.tune", "schema_version": 1, "name": recipe.name, "created": _now(), "engine": "inc",
+        "schema": "compressor.flows.tune", "schema_version": 1, "name": recipe.name, "created": _now(), "engine": "inc",
         "sampler": "INC sequential config set", "study": "inc-autotune", "storage": "none (INC keeps no study)",
         "target": ctx.target, "objectives": list(spec.objectives), "budget": budget.model_dump(),
         "space": {"inc_config_set": configs}, "sensitivity_ranking": [], "wall_s": tune_s,
@@ -101,10 +101,10 @@ def _describe(c: dict) -> str:
 
 def _baseline_row(recipe: "Recipe", ctx: "TuneContext", cfg: "TrialConfig") -> dict:
     """Plain static int8 from our own pipeline, with the tuner's benchmark settings."""
-    from compressor.pipeline import run
+    from compressor.flows.run import run
     from compressor.config.recipe import parse_recipe
-    from compressor.tune.study import _base_dict
-    from compressor.tune.space import derived_recipe, to_yaml
+    from compressor.flows.tune.study import _base_dict
+    from compressor.flows.tune.space import derived_recipe, to_yaml
 
     import targets
 
@@ -139,10 +139,11 @@ def _measure_inc(recipe: "Recipe", ctx: "TuneContext", model: "Model", fp32_acc:
     import targets
     from benchmarks.harness import BenchConfig, measure
     from compressor.data import load_dataset
-    from compressor.pipeline import VALIDATION_BATCH, _eval_file, reference_for
+    from compressor.flows.run import _eval_file
+    from compressor.reference import reference_for
     from compressor.config.quantize import QuantVariant
-    from targets.base import Device, run_batched
-    from targets.validate import compare
+    from targets.base import Device
+    from targets.validate import validate_artifact
 
     target = targets.get(ctx.target)
     evaluation = load_dataset(recipe.data.evaluation, model.inputs, recipe.base_dir)
@@ -153,13 +154,11 @@ def _measure_inc(recipe: "Recipe", ctx: "TuneContext", model: "Model", fp32_acc:
     except CompressorError as e:
         return {"error": first_line(e)}
     ref = reference_for(model, evaluation, recipe.validation.samples)
-    session = target.open_session(art.path, Device.parse(recipe.benchmark.device), recipe.benchmark.threads)
-    fid = compare(ref.outputs, run_batched(session, ref.inputs, VALIDATION_BATCH),
-                  art.meta.get("output_names") or session.output_names)
-    del session
+    fid, _ = validate_artifact(target, art, ref.inputs, ref.outputs, recipe.benchmark.threads,
+                               Device.parse(recipe.benchmark.device))
     b, tb = recipe.benchmark, ctx.spec.benchmark
-    cfg = BenchConfig(device=b.device, threads=b.threads, batch_sizes=(b.batch_sizes[0],), warmup=tb.warmup,
-                      warmup_s=tb.warmup_s, runs=tb.runs, isolate=tb.memory, keep_samples=False, trust=True)
+    cfg = BenchConfig.from_spec(b, batch_sizes=(b.batch_sizes[0],), warmup=tb.warmup, warmup_s=tb.warmup_s,
+                                runs=tb.runs, min_time_s=0.0, isolate=tb.memory, keep_samples=False, trust=True)
     with _eval_file(evaluation) as npz:
         m = measure(art.path, cfg, npz).to_json()
     # The budget counts what the artifact scores on the target runtime, not INC's PyTorch figure.
@@ -172,9 +171,7 @@ def _side_by_side(recipe: "Recipe", rows: list[dict], rounds: int) -> dict[int, 
     from benchmarks.harness import BenchConfig, measure
 
     b = recipe.benchmark
-    cfg = BenchConfig(device=b.device, threads=b.threads, batch_sizes=(b.batch_sizes[0],), warmup=b.warmup,
-                      warmup_s=b.warmup_s, runs=b.runs, min_time_s=b.min_time_s, isolate=False,
-                      keep_samples=False, trust=True)
+    cfg = BenchConfig.from_spec(b, batch_sizes=(b.batch_sizes[0],), isolate=False, keep_samples=False, trust=True)
     p50: dict[int, list[float]] = {r["number"]: [] for r in rows}
     for _ in range(rounds):
         for r in rows:

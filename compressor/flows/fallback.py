@@ -27,11 +27,10 @@ from compressor.qat.quantizers import release_model_caches
 from compressor.config.quantize import FallbackSpec, QuantVariant
 
 if TYPE_CHECKING:
-    from compressor.pipeline import Reference
+    from compressor.reference import Reference
     from compressor.sensitivity import LayerScore
     from targets.base import Artifact, Target
 
-BATCH = 64
 PRUNE_AT_MOST = 12        # float sets larger than this skip the one-by-one pruning pass
 LATENCY_AT_MOST = 8       # float sets larger than this get no per-layer latency cost
 # ONNX op types int8 commonly breaks (gates, normalisations, smooth activations).
@@ -190,8 +189,7 @@ class _Prober:
         return res
 
     def _score(self, res: _Probe, art) -> None:
-        from targets.base import Device, run_batched
-        from targets.validate import compare
+        from targets.validate import validate_artifact
 
         crash = _runtime_crash(self.target.name, art.path, self.reference.inputs, self.work)
         if crash is not None:  # e.g. ONNX Runtime segfaults creating a session for dynamic int8 ViT
@@ -199,14 +197,8 @@ class _Prober:
             _remove(art)
             return
         try:
-            session = self.target.open_session(art.path, Device(), self.threads)
-            got = run_batched(session, self.reference.inputs, BATCH)
-            fid = compare(self.reference.outputs, got, art.meta.get("output_names") or session.output_names)
-            if self.evaluation is not None and self.evaluation.labels is not None:
-                logits = run_batched(session, self.evaluation.inputs, BATCH)[0]
-                n = len(self.evaluation.labels)
-                res.accuracy = float((logits.reshape(n, -1).argmax(-1) == self.evaluation.labels).mean())
-            del session
+            fid, res.accuracy = validate_artifact(self.target, art, self.reference.inputs, self.reference.outputs,
+                                                  self.threads, evaluation=self.evaluation)
         except CompressorError as e:
             res.error = first_line(e)
             _remove(art)

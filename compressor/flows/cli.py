@@ -149,7 +149,7 @@ def _load(path: Path):
 
 def _run(args: argparse.Namespace) -> int:
     from benchmarks.report import print_table
-    from compressor.pipeline import run, run_dir_for
+    from compressor.flows.run import run, run_dir_for
 
     recipe = _load(args.recipe)
     out = run_dir_for(recipe, args.out)
@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from compressor.tune.study import run_tune
+    from compressor.flows.tune.study import run_tune
 
     recipe = _load(args.recipe)
     out = args.out or Path("runs") / f"{recipe.name}-tune"
@@ -177,7 +177,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from benchmarks.report import print_table
-    from compressor.pipeline import run
+    from compressor.flows.run import run
     from compressor.recipes import DEMO_RECIPE
 
     report = run(_load(DEMO_RECIPE), args.out, overwrite=True, show_progress=not args.no_progress)
@@ -205,7 +205,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
-    from compressor.sensitivity_cli import sensitivity_command
+    from compressor.flows.sensitivity_cli import sensitivity_command
 
     return sensitivity_command(_load(args.recipe), args.target, args.top, args.granularity, args.json, args.mode)
 

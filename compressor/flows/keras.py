@@ -18,6 +18,7 @@ from compressor.errors import CompressorError, FidelityError, ModelLoadError, Re
 from compressor.fsutil import sha256, write_json, write_text
 from compressor.config.quantize import QuantVariant
 from compressor.config.recipe import Recipe
+from compressor.reference import VALIDATION_BATCH, top1
 
 KERAS_MODES = ("static", "dynamic", "fp16")
 
@@ -28,7 +29,7 @@ def run_keras(recipe: Recipe, out: Path, overwrite: bool = False, show_progress:
     import targets
     from benchmarks import report as reports
     from benchmarks.harness import BenchConfig, measure
-    from compressor import pipeline
+    from compressor.flows import run as pipeline
     from targets.base import run_batched
     from targets.tflite import TFLiteOptions
     from targets.tflite.keras import convert_keras, keras_outputs, load_keras, name_io, parameter_count
@@ -53,7 +54,7 @@ def run_keras(recipe: Recipe, out: Path, overwrite: bool = False, show_progress:
     accuracy = None
     if evaluation is not None and evaluation.labels is not None:
         full = keras_outputs(model, evaluation.inputs)[0]
-        accuracy = float((full.reshape(len(evaluation), -1).argmax(-1) == evaluation.labels).mean())
+        accuracy = top1(full, evaluation.labels)
 
     bench = BenchConfig(device=recipe.benchmark.device, threads=recipe.benchmark.threads,
                         batch_sizes=tuple(recipe.benchmark.batch_sizes), warmup=recipe.benchmark.warmup,
@@ -83,7 +84,7 @@ def run_keras(recipe: Recipe, out: Path, overwrite: bool = False, show_progress:
                     artifact.meta["compacted"] = compact_file(artifact.path)
                 session = target.open_session(artifact.path, targets.Device.parse(bench.device), bench.threads,
                                               signature=opts.signature)
-                fid = compare(ref_outputs, run_batched(session, ref_inputs, pipeline.VALIDATION_BATCH),
+                fid = compare(ref_outputs, run_batched(session, ref_inputs, VALIDATION_BATCH),
                               session.output_names)
                 del session
                 row.update(file=str(artifact.path.relative_to(out)), export=artifact.meta,

@@ -15,7 +15,7 @@ def sensitivity_command(recipe, target: str, top: int | None, granularity: str, 
                         mode: str = "simulated") -> int:
     from compressor.data import load_dataset
     from compressor.model import load_model
-    from compressor.pipeline import reference_for
+    from compressor.reference import reference_for
     from compressor.sensitivity import FAMILY, layer_sensitivity
 
     if target not in FAMILY:
@@ -57,7 +57,7 @@ def _on_target(recipe, model, target: str, variant, calibration, ref, labels, gr
     from pathlib import Path
 
     import targets
-    from compressor.fallback import target_sensitivity
+    from compressor.flows.fallback import target_sensitivity
     from compressor.config.quantize import QuantVariant
     from compressor.sensitivity import candidates
 

@@ -1,4 +1,4 @@
-"""The study's report: tune.json (schema `compressor.tune`), tune.md, tune.html (the
+"""The study's report: tune.json (schema `compressor.flows.tune`), tune.md, tune.html (the
 front, drawn like the run reports' plots) and best.yaml, the winning configuration as
 a recipe to run. The best configuration and plain static int8 are measured once more,
 side by side in interleaved rounds, so that the headline ratio is not one noisy trial."""
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.fsutil import write_json, write_text
-from compressor.tune.space import TrialConfig, absolute_paths, derived_recipe, to_yaml
+from compressor.flows.tune.space import TrialConfig, absolute_paths, derived_recipe, to_yaml
 
 if TYPE_CHECKING:
-    from compressor.tune.study import TuneContext
+    from compressor.flows.tune.study import TuneContext
 
 SCHEMA_VERSION = 1
 CONFIRM_ROUNDS = 3
@@ -73,7 +73,7 @@ def build_report(study, ctx: "TuneContext", url: str, name: str, wall_s: float, 
                               speedup=medians[baseline["number"]] / medians[best["number"]],
                               p50_ms_by_trial={str(k): v for k, v in medians.items()})
     report = {
-        "schema": "compressor.tune", "schema_version": SCHEMA_VERSION, "name": ctx.recipe.name,
+        "schema": "compressor.flows.tune", "schema_version": SCHEMA_VERSION, "name": ctx.recipe.name,
         "created": _now(), "engine": ctx.spec.engine, "sampler": ctx.spec.sampler, "study": name, "storage": url,
         "target": ctx.target, "objectives": list(ctx.spec.objectives),
         "budget": ctx.spec.budget.model_dump(), "space": ctx.spec.space.model_dump(mode="json"),
@@ -143,9 +143,7 @@ def _confirm(front: list[dict], baseline: dict, ctx: "TuneContext") -> dict[int,
     if not all(r.get("artifact") and Path(r["artifact"]).is_file() for r in rows.values()):
         return {}
     b = ctx.recipe.benchmark
-    cfg = BenchConfig(device=b.device, threads=b.threads, batch_sizes=(b.batch_sizes[0],), warmup=b.warmup,
-                      warmup_s=b.warmup_s, runs=b.runs, min_time_s=b.min_time_s, isolate=False,
-                      keep_samples=False, trust=True)
+    cfg = BenchConfig.from_spec(b, batch_sizes=(b.batch_sizes[0],), isolate=False, keep_samples=False, trust=True)
     p50: dict[int, list[float]] = {n: [] for n in rows}
     for _ in range(CONFIRM_ROUNDS):
         for n, r in rows.items():

@@ -1,0 +1,57 @@
+"""The float reference every artifact is held to: the source model's outputs on the
+validation inputs and its accuracy on the evaluation data; and top-1 accuracy, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch stays out of the harness and the CLI, which import top1
+    from compressor.data import Dataset
+    from compressor.model import Model
+
+VALIDATION_BATCH = 64
+
+
+@dataclass
+class Reference:
+    """The float model's outputs on the validation inputs, and its own accuracy."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[np.ndarray]
+    accuracy: float | None
+    eval_samples: int | None
+    on_real_data: bool
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose highest logit is their label (logits: one row a sample)."""
+    return float((np.asarray(logits).reshape(len(labels), -1).argmax(-1) == labels).mean())
+
+
+def reference_for(model: "Model", evaluation: "Dataset | None", samples: int) -> Reference:
+    if evaluation is not None and len(evaluation):
+        inputs, real = evaluation.take(samples).inputs, True
+    else:  # no evaluation data: compare on deterministic synthetic inputs
+        inputs = {s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs(batch=min(samples, 16)))}
+        real = False
+    return reference_of(lambda feeds: run_torch(model, feeds), inputs, evaluation, real)
+
+
+def reference_of(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], inputs: dict[str, np.ndarray],
+                 evaluation: "Dataset | None", on_real_data: bool) -> Reference:
+    """The reference of any float model given as a function of its inputs (PyTorch, Keras)."""
+    accuracy = None
+    if evaluation is not None and evaluation.labels is not None:
+        accuracy = top1(run(evaluation.inputs)[0], evaluation.labels)
+    return Reference(inputs=inputs, outputs=run(inputs), accuracy=accuracy,
+                     eval_samples=None if evaluation is None else len(evaluation), on_real_data=on_real_data)
+
+
+def run_torch(model: "Model", inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    n = len(next(iter(inputs.values())))
+    chunks = [model.run({k: v[i:i + VALIDATION_BATCH] for k, v in inputs.items()})
+              for i in range(0, n, VALIDATION_BATCH)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
