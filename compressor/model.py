@@ -29,6 +29,7 @@ class Model:
     output_names: list[str] | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    framework = "pytorch"  # what the reports name the reference (a Keras source says "keras")
 
     @property
     def input_names(self) -> list[str]:
@@ -46,6 +47,10 @@ class Model:
             else:
                 out.append(torch.zeros(shape, dtype=dt))
         return tuple(out)
+
+    def example_feeds(self, batch: int) -> dict[str, np.ndarray]:
+        """The example inputs as numpy arrays keyed by input name."""
+        return {s.name: t.numpy() for s, t in zip(self.inputs, self.example_inputs(batch=batch))}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Forward pass on numpy inputs; returns every output as a float numpy array."""

@@ -1,10 +1,13 @@
 """The float reference every artifact is held to: the source model's outputs on the
-validation inputs and its accuracy on the evaluation data; and top-1 accuracy, once."""
+validation inputs and its accuracy on the evaluation data; and top-1 accuracy, once.
+
+A model here is anything with `inputs`, `run(feeds)` and `example_feeds(n)`: a PyTorch
+`compressor.model.Model`, or the TFLite target's handle of a Keras model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,22 +38,16 @@ def reference_for(model: "Model", evaluation: "Dataset | None", samples: int) ->
     if evaluation is not None and len(evaluation):
         inputs, real = evaluation.take(samples).inputs, True
     else:  # no evaluation data: compare on deterministic synthetic inputs
-        inputs = {s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs(batch=min(samples, 16)))}
-        real = False
-    return reference_of(lambda feeds: run_torch(model, feeds), inputs, evaluation, real)
-
-
-def reference_of(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], inputs: dict[str, np.ndarray],
-                 evaluation: "Dataset | None", on_real_data: bool) -> Reference:
-    """The reference of any float model given as a function of its inputs (PyTorch, Keras)."""
+        inputs, real = model.example_feeds(min(samples, 16)), False
+    outputs = run_chunked(model, inputs)
     accuracy = None
     if evaluation is not None and evaluation.labels is not None:
-        accuracy = top1(run(evaluation.inputs)[0], evaluation.labels)
-    return Reference(inputs=inputs, outputs=run(inputs), accuracy=accuracy,
-                     eval_samples=None if evaluation is None else len(evaluation), on_real_data=on_real_data)
+        accuracy = top1(run_chunked(model, evaluation.inputs)[0], evaluation.labels)
+    return Reference(inputs=inputs, outputs=outputs, accuracy=accuracy,
+                     eval_samples=None if evaluation is None else len(evaluation), on_real_data=real)
 
 
-def run_torch(model: "Model", inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_chunked(model: "Model", inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     n = len(next(iter(inputs.values())))
     chunks = [model.run({k: v[i:i + VALIDATION_BATCH] for k, v in inputs.items()})
               for i in range(0, n, VALIDATION_BATCH)]

@@ -145,6 +145,10 @@ class Target(abc.ABC):
     def open_session(self, path: Path, device: Device, threads: int) -> Session:
         """Load the artifact with this target's runtime on `device`."""
 
+    def open_artifact(self, artifact: Artifact, device: Device, threads: int) -> Session:
+        """Load an artifact this target made, with what its export recorded (a signature)."""
+        return self.open_session(artifact.path, device, threads)
+
     def companion_files(self, path: Path) -> list[Path]:
         """Files that belong to `path` and count towards its size (external data)."""
         return []

@@ -65,7 +65,7 @@ def validate_artifact(target: "Target", artifact: "Artifact", inputs: dict[str, 
     from targets.layout import feeds_for, outputs_from
 
     meta = artifact.meta or {}
-    session = target.open_session(artifact.path, device or Device(), threads)
+    session = target.open_artifact(artifact, device or Device(), threads)
     try:
         def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             got = run_batched(session, feeds_for(feeds, meta), VALIDATION_BATCH)

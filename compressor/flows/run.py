@@ -61,15 +61,11 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     from targets.validate import check, validate_artifact
 
     out = run_dir_for(recipe, out)
-    if recipe.model.keras is not None:  # TensorFlow's converter instead of the PyTorch flow below
-        from compressor.flows.keras import run_keras
-
-        return run_keras(recipe, out, overwrite or recipe.output.overwrite, show_progress, console, baseline)
     target_objs = {name: targets.get(name) for name in recipe.targets}
     world = init_from_env()
+    model = _load_source(recipe)
     if world.is_main:
         prepare_run_dir(out, overwrite or recipe.output.overwrite or resume)
-    model = load_model(recipe.model, recipe.base_dir)
     data = recipe.data
     calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir) if data.calibration else None
     evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
@@ -177,7 +173,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
         name=recipe.name,
         model={"source": model.source, "parameters": model.parameter_count(),
                "inputs": [i.model_dump() for i in model.inputs]},
-        reference={"framework": "pytorch", "eval_samples": ref.eval_samples,
+        reference={"framework": model.framework, "eval_samples": ref.eval_samples,
                    # With pruning, the reference accuracy is the dense model's (deltas = what pruning cost).
                    "accuracy": pruned[0].accuracy_before if pruned else ref.accuracy,
                    **({"pruned_accuracy": ref.accuracy} if pruned else {}),
@@ -214,6 +210,16 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     return report
 
 
+def _load_source(recipe: Recipe):
+    """The recipe's model: a PyTorch `Model`, or for a Keras source the TFLite target's
+    handle (TensorFlow's converter; the recipe allows only the tflite target for it)."""
+    if recipe.model.keras is not None:
+        from targets.tflite.keras import load_keras_model
+
+        return load_keras_model(recipe.model, recipe.base_dir, recipe.targets["tflite"], recipe.quant_variants)
+    return load_model(recipe.model, recipe.base_dir)
+
+
 def _gate(recipe: Recipe, report: dict, out: Path, baseline: Path | None) -> None:
     from benchmarks.gate_cli import run_gate
 
@@ -236,13 +242,13 @@ def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
             for f in [main, *sorted(main.parent.glob(main.name + ".data"))]:
                 files.append({"file": str(f.relative_to(out)), "artifact": r["name"], "bytes": f.stat().st_size,
                               "sha256": sha256(f)})
-    weights = recipe.model.weights or recipe.model.program
+    weights = recipe.model.weights or recipe.model.program or recipe.model.keras
     model_file = recipe.resolve(weights) if weights else None
     return {
         "schema": "compressor.manifest", "schema_version": MANIFEST_SCHEMA_VERSION,
         "recipe": {"name": recipe.name, "text": recipe.source_text,
                    "resolved": recipe.model_dump(mode="json")},
-        "model": {"source": recipe.model.factory or str(recipe.model.program),
+        "model": {"source": recipe.model.factory or str(recipe.model.program or recipe.model.keras),
                   "file": str(model_file) if model_file else None,
                   "sha256": sha256(model_file) if model_file and model_file.is_file() else None},
         "artifacts": files, "libraries": sysinfo.library_versions(), "machine": sysinfo.machine(),

@@ -45,6 +45,12 @@ class TFLiteTarget(Target):
         from targets.tflite import convert, runtime
 
         opts = TFLiteOptions.model_validate(options)
+        from targets.tflite.keras import KerasModel, export_keras
+
+        if isinstance(model, KerasModel):  # TensorFlow's converter instead of litert-torch
+            artifact = export_keras(model, variant, out, opts, calibration)
+            artifact.meta.update({"signature": opts.signature} if opts.signature else {})
+            return artifact
         final = Path(f"{out}.tflite")
         with staging_dir(final.parent, final.name) as work:
             staged = work / final.name
@@ -68,6 +74,7 @@ class TFLiteTarget(Target):
                 meta["compacted"] = convert.compact_file(staged)
             runtime.check_tflite_file(staged)
             meta["op_types"] = runtime.op_histogram(staged)
+            meta.update({"signature": opts.signature} if opts.signature else {})
             publish({staged: final})
         return Artifact(target=self.name, label=variant.label if variant else "fp32",
                         precision=variant.precision if variant else "fp32", path=final, meta=meta)
@@ -81,6 +88,9 @@ class TFLiteTarget(Target):
         from targets.tflite.runtime import LiteSession
 
         return LiteSession(path, device, threads, signature=signature)
+
+    def open_artifact(self, artifact: Artifact, device: Device, threads: int):
+        return self.open_session(artifact.path, device, threads, signature=artifact.meta.get("signature"))
 
 
 def _nhwc_tensors(model: "Model", meta: dict) -> dict:

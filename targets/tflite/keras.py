@@ -1,5 +1,9 @@
 """Keras (.keras / .h5) and SavedModel sources -> .tflite with TensorFlow's TFLiteConverter,
-in the same four precisions as the PyTorch path, validated against the source's own outputs.
+in the same precisions as the PyTorch path, validated against the source's own outputs.
+
+`KerasModel` is the handle the run holds for such a source, as it holds a `Model` for a
+PyTorch one: its inputs, its own outputs, its size. The TFLite target's `export` takes
+either, so a Keras recipe runs through the same loop as every other.
 
 TensorFlow is imported only here, and only when a function of this module is called.
 """
@@ -12,9 +16,83 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.errors import ExportError, ModelLoadError, UnsupportedOpError
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from compressor.errors import ExportError, ModelLoadError, RecipeError, UnsupportedOpError
 from compressor.fsutil import publish, staging_dir
 from targets.base import Artifact
+
+if TYPE_CHECKING:
+    from compressor.config.quantize import QuantVariant
+    from compressor.config.recipe import InputSpec, ModelSpec
+
+KERAS_MODES = ("static", "dynamic", "fp16")
+
+
+@dataclass
+class KerasModel:
+    """A loaded Keras model or SavedModel, with the recipe's names for its inputs and outputs."""
+
+    handle: Any                       # tf.keras.Model, or a SavedModel's loaded object
+    path: Path                        # the .keras/.h5 file or SavedModel directory
+    inputs: list["InputSpec"]
+    output_names: list[str] | None
+    source: str                       # as the recipe gives it
+    framework: str = "keras"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return keras_outputs(self.handle, feeds)
+
+    def example_feeds(self, batch: int) -> dict[str, np.ndarray]:
+        """Deterministic synthetic inputs of the declared shapes (when there is no evaluation data)."""
+        rng = np.random.default_rng(0)
+        return {s.name: rng.random((batch, *s.shape[1:])).astype(s.dtype) for s in self.inputs}
+
+    def parameter_count(self) -> int | None:
+        return parameter_count(self.handle)
+
+
+def load_keras_model(spec: "ModelSpec", base_dir: Path, options: dict, variants: list["QuantVariant"]) -> KerasModel:
+    """Check what the recipe asks of a Keras source, then load it (TensorFlow's import takes
+    seconds, so every check that can fail comes first)."""
+    from targets.tflite import TFLiteOptions
+
+    if TFLiteOptions.model_validate(options).channels_last:
+        raise RecipeError("targets.tflite.channels_last: a Keras model is converted in its own layout (Keras is "
+                          "channels-last already); drop 'channels_last'")
+    for variant in variants:
+        _check_variant(variant)
+    source = spec.keras if spec.keras.is_absolute() else Path(base_dir) / spec.keras
+    if not source.exists():
+        raise ModelLoadError(f"keras model {source}: no such file or directory; fix 'model.keras' in the recipe")
+    return KerasModel(handle=load_keras(source), path=source, inputs=list(spec.inputs), output_names=spec.outputs,
+                      source=str(spec.keras))
+
+
+def export_keras(model: KerasModel, variant: "QuantVariant | None", out: Path, opts, calibration) -> Artifact:
+    """The TFLite target's export of a Keras source: TFLiteConverter, then the recipe's names."""
+    artifact = convert_keras(model.path, variant, out, None if calibration is None else calibration.inputs,
+                             io=opts.io)
+    artifact.meta.update(name_io(artifact.path, [s.name for s in model.inputs], model.output_names))
+    if opts.compact:
+        from targets.tflite.convert import compact_file
+
+        artifact.meta["compacted"] = compact_file(artifact.path)
+    return artifact
+
+
+def _check_variant(variant: "QuantVariant") -> None:
+    if variant.mode not in KERAS_MODES:
+        raise RecipeError(f"variant {variant.label!r}: a Keras model has no {variant.mode} variant (TFLiteConverter "
+                          f"offers {', '.join(KERAS_MODES)}); drop it")
+    given = [k for k in ("exclude", "exclude_ops") if getattr(variant, k, None)]
+    given += ["calibration"] if variant.calibration != "minmax" else []
+    given += ["per_channel"] if not variant.per_channel else []
+    given += ["fallback"] if variant.fallback is not None else []
+    if given:
+        raise RecipeError(f"variant {variant.label!r}: TFLiteConverter quantizes a Keras model with its own settings "
+                          f"(min/max calibration, per-channel weights, every layer); drop {', '.join(given)}")
 
 
 def tensorflow():
