@@ -1,11 +1,12 @@
 """Per-layer sensitivity: quantize one layer (or block) at a time and measure how far
 the outputs move from the float model's.
 
-Cheap by design: the target's own quantizer family is simulated in PyTorch (PT2E x86
-for ONNX and pt2, LiteRT's PT2E quantizer for TFLite, FX x86 for TorchScript; the same
-quantizers the qat step trains under, compressor/qat/quantizers.py), calibrated on the
-calibration data, with only the layer under test annotated. No export, no runtime:
-a ranking of where int8 hurts, which compressor/fallback.py then checks for real.
+Cheap by design: the target's own quantizer family (its Target.quantizer_family) is
+simulated in PyTorch (PT2E x86 for ONNX and pt2, LiteRT's PT2E quantizer for TFLite, FX
+x86 for TorchScript; the same quantizers the qat step trains under,
+compressor/qat/quantizers.py), calibrated on the calibration data, with only the layer
+under test annotated. No export, no runtime: a ranking of where int8 hurts, which the
+fallback (compressor/flows/fallback/) then checks for real.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from compressor.model import Model, flatten_outputs
 from compressor.qat.quantizers import release_model_caches
 from compressor.reference import top1
 
-# Which quantizer family simulates each target's int8 lowering.
-FAMILY = {"onnx": "x86", "pt2": "x86", "aoti": "x86", "tflite": "litert", "torchscript": "fx"}
+# The quantizer families a layer's int8 can be simulated under (a target names its own).
+FAMILIES = ("fx", "litert", "x86")
 CALIB_SAMPLES = 128
 BATCH = 32
 
@@ -41,14 +42,6 @@ class LayerScore:
         return asdict(self)
 
 
-def family_of(target_name: str) -> str:
-    try:
-        return FAMILY[target_name]
-    except KeyError:
-        raise RecipeError(f"no sensitivity simulation for target {target_name!r}; targets with one: "
-                          f"{', '.join(sorted(FAMILY))}") from None
-
-
 def candidates(model: Model, granularity: str = "layer") -> list[str]:
     """Blocks, or layers with the op scopes (`<module>:ops`) of the modules whose own
     forward computes something: a squeeze-excitation product, a residual add, attention."""
@@ -61,16 +54,19 @@ def candidates(model: Model, granularity: str = "layer") -> list[str]:
     return layers_and_ops(model.module, example)
 
 
-def layer_sensitivity(model: Model, target_name: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
+def layer_sensitivity(model: Model, family: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
                       labels: np.ndarray | None = None, layers: list[str] | None = None,
                       granularity: str = "layer", per_channel: bool = True,
                       calibration_samples: int = CALIB_SAMPLES, progress=None,
                       mode: str = "static") -> list[LayerScore]:
     """Rank `layers` (default: every layer, or block with granularity 'block') by the
-    damage quantizing each alone does, most sensitive first (lowest cosine). `mode`
+    damage quantizing each alone does under quantizer `family` (a target's
+    quantizer_family), most sensitive first (lowest cosine). `mode`
     'dynamic' simulates dynamic int8 (weights int8, activations quantized per batch at
     run time), so a dynamic variant is ranked by its own error, not static int8's."""
-    family = family_of(target_name)
+    if family not in FAMILIES:
+        raise RecipeError(f"no sensitivity simulation for quantizer family {family!r}; families with one: "
+                          f"{', '.join(FAMILIES)}")
     if mode not in ("static", "dynamic"):
         raise RecipeError(f"the sensitivity pass simulates static and dynamic int8, not {mode!r}")
     if calibration is None or not len(calibration):

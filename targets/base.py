@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # torch-side types, only for annotations
     from compressor.data import Dataset
     from compressor.model import Model
     from compressor.config.quantize import QuantVariant
+    from compressor.quant.search import Lowering
+
+# PyTorch module kinds int8 commonly breaks (gates, normalisations, smooth activations):
+# what the targets that lower from torch modules try keeping in float by op kind.
+TORCH_CASUALTIES = ("Hardsigmoid", "Hardswish", "Sigmoid", "SiLU", "Softmax", "LayerNorm", "GELU")
 
 
 class TargetOptions(BaseModel):
@@ -129,6 +134,14 @@ class Target(abc.ABC):
     # Formats that can run code when loaded (pickle, TorchScript): a file we did not make
     # is refused unless the user says it is trusted.
     requires_trust: bool = False
+    # The quantizer family that simulates this target's int8 lowering in PyTorch (the
+    # sensitivity pass) and that QAT fine-tunes under: "x86", "litert" or "fx".
+    quantizer_family: str | None = None
+    # What the fallback may try besides the default lowering (alternative_lowerings):
+    calibration_methods: tuple[str, ...] = ()      # other calibrations of a static lowering
+    per_tensor_lowering: bool = False               # per-tensor weights for a per-channel variant
+    symmetric_activation_lowering: bool = False     # symmetric activations for a static variant
+    float_op_kinds: tuple[str, ...] = ()            # op kinds int8 commonly breaks, kept in float
 
     @abc.abstractmethod
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
@@ -152,6 +165,50 @@ class Target(abc.ABC):
     def companion_files(self, path: Path) -> list[Path]:
         """Files that belong to `path` and count towards its size (external data)."""
         return []
+
+    # --- what the int8 fallback asks of a target ------------------------------------
+
+    def alternative_lowerings(self, variant: "QuantVariant", base: Artifact, model: "Model") -> list["Lowering"]:
+        """This target's other lowerings of the same intent, in the order the fallback
+        tries them: other calibrations, per-tensor weights, symmetric activations, then
+        each op kind of `float_op_kinds` the model has kept in float (and all of them)."""
+        from compressor.quant.search import Lowering
+
+        out: list[Lowering] = []
+        static = variant.mode == "static"
+        for method in self.calibration_methods if static else ():
+            if variant.calibration != method:
+                out.append(Lowering(f"calibration={method}", {"calibration": method}))
+        if variant.per_channel and self.per_tensor_lowering:
+            out.append(Lowering("per-tensor", {"per_channel": False}))
+        if static and not variant.symmetric_activations and self.symmetric_activation_lowering:
+            out.append(Lowering("symmetric activations", {"symmetric_activations": True}))
+        present = self.op_kinds(base, model)
+        kinds = [op for op in self.float_op_kinds if op in present and op not in variant.exclude_ops]
+        for op in kinds:
+            out.append(Lowering(f"exclude_ops=[{op}]", {"exclude_ops": [*variant.exclude_ops, op]}))
+        if len(kinds) > 1:
+            out.append(Lowering(f"exclude_ops=[{', '.join(kinds)}]", {"exclude_ops": [*variant.exclude_ops, *kinds]}))
+        return out
+
+    def op_kinds(self, base: Artifact, model: "Model") -> set[str]:
+        """The op kinds of `model` as `exclude_ops` names them here: its module classes."""
+        return {type(m).__name__ for m in model.module.modules()}
+
+    def keeps_float(self, base: Artifact, layer: str) -> bool:
+        """Whether keeping `layer` in float changes this target's lowering of the model
+        whose fp32 artifact is `base` (whether the exported graph has nodes of it)."""
+        return True
+
+    def layer_scores(self, base: Artifact, variant: "QuantVariant", calibration: "Dataset | None",
+                     inputs: dict[str, np.ndarray], layers: list[str]) -> dict[str, list[np.ndarray] | None]:
+        """Outputs on `inputs` of this target's real lowering of `variant` with only each
+        of `layers` quantized (None for a layer with no node of its own), run on its
+        runtime: the fallback's 'target' sensitivity mode."""
+        from compressor.errors import RecipeError
+
+        raise RecipeError(f"{variant.label}: fallback.sensitivity 'target' (real per-layer lowerings) is offered "
+                          f"for onnx static int8; use 'simulated' for {self.name} {variant.mode}")
 
 
 def run_batched(session: Session, feeds: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:

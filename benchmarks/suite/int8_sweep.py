@@ -137,16 +137,6 @@ def latencies(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str
     return {name: (statistics.median(v), min(v)) for name, v in times.items()}
 
 
-def _fidelity(target, artifact, reference) -> dict:
-    from targets.base import Device, run_batched
-    from targets.validate import compare
-
-    session = target.open_session(artifact.path, Device(), 1)
-    got = run_batched(session, reference.inputs, 16)
-    names = artifact.meta.get("output_names") or session.output_names
-    return compare(reference.outputs, got, names).to_json()
-
-
 def _error(e: BaseException) -> dict:
     from compressor.errors import CompressorError, first_line
 
@@ -159,6 +149,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
     import targets
     from compressor.config.quantize import QuantVariant
     from targets.base import Device
+    from targets.validate import validate_artifact
 
     target = targets.get(tname)
     row: dict = {"arch": arch, "target": tname, "input": list(model.inputs[0].shape)}
@@ -175,7 +166,7 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
     plain = None
     try:
         plain = target.export(model, variant, work / f"{arch}.int8", {}, calib, base=base)
-        fid = _fidelity(target, plain, reference)
+        fid = validate_artifact(target, plain, reference.inputs, reference.outputs)[0].to_json()
         row["plain"] = {"cosine": fid["cosine_mean"], "cosine_min": fid["cosine_min"], "error": None}
     except Exception as e:
         row["plain"] = {"cosine": None, "error": _error(e)}
@@ -199,20 +190,15 @@ def sweep_target(arch: str, tname: str, model, calib, reference, work: Path, run
         sessions = {"fp32": target.open_session(base.path, Device(), threads),
                     "int8": target.open_session(final.path, Device(), threads)}
         lat = latencies(sessions, reference.inputs[model.inputs[0].name][:1], runs)
-        row.update(fp32_ms=lat["fp32"][0], int8_ms=lat["int8"][0], speedup=lat["fp32"][0] / lat["int8"][0],
-                   fp32_min_ms=lat["fp32"][1], int8_min_ms=lat["int8"][1],
-                   speedup_min=lat["fp32"][1] / lat["int8"][1])
+        (f, f_min), (i, i_min) = lat["fp32"], lat["int8"]
+        row.update(fp32_ms=f, int8_ms=i, speedup=f / i, fp32_min_ms=f_min, int8_min_ms=i_min, speedup_min=f_min / i_min)
     return row
 
 
 def _fallback(row: dict, target, model, variant, calib, base, reference, out: Path, min_cosine: float):
-    try:
-        from compressor.flows.fallback import lower_with_fallback
-        from compressor.config.quantize import FallbackSpec
-    except ImportError as e:
-        row.update(status="missed", cosine=row["plain"]["cosine"], lowering="default", float_layers=[],
-                   refusal=None, fallback_error=f"no fallback machinery: {e}")
-        return None
+    from compressor.config.quantize import FallbackSpec
+    from compressor.flows.fallback import lower_with_fallback
+
     t0 = time.perf_counter()
     try:
         outcome = lower_with_fallback(target, model, variant, {}, calib, base, reference, out,
@@ -226,11 +212,9 @@ def _fallback(row: dict, target, model, variant, calib, base, reference, out: Pa
         if not err["clear"]:
             row["fallback_traceback"] = traceback.format_exc(limit=-3)
         return None
-    row["fallback_seconds"] = round(time.perf_counter() - t0, 1)
-    row["attempts"] = outcome.attempts
     cos = (outcome.fidelity or {}).get("cosine_mean")
-    row.update(cosine=cos, lowering=outcome.lowering, float_layers=list(outcome.float_layers),
-               refusal=outcome.refused)
+    row.update(fallback_seconds=round(time.perf_counter() - t0, 1), attempts=outcome.attempts, cosine=cos,
+               lowering=outcome.lowering, float_layers=list(outcome.float_layers), refusal=outcome.refused)
     if outcome.artifact is not None and cos is not None and cos >= min_cosine:
         row["status"] = "fallback"
         return outcome.artifact

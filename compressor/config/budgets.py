@@ -16,14 +16,12 @@ import fnmatch
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
+from pydantic import ByteSize, Field, field_validator
+
+from compressor.config.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Limits(_Strict):
+class Limits(Strict):
     # absolute
     max_size: ByteSize | None = Field(None, description="bytes on disk, all files of the artifact")
     max_gzip_size: ByteSize | None = Field(None, description="bytes after gzip")
@@ -45,7 +43,7 @@ class Limits(_Strict):
         return {k: float(v) for k, v in self.model_dump().items() if v is not None}
 
 
-class LatencyPolicy(_Strict):
+class LatencyPolicy(Strict):
     batch: int | None = Field(None, ge=1, description="batch size the latency budgets apply to (default: the first)")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="of the bootstrap interval for baseline comparisons")
     normalize: bool = Field(True, description="divide by the reference workload timed in the same run, so a "
@@ -55,7 +53,7 @@ class LatencyPolicy(_Strict):
                             "baseline's: 50 is the median; lower values also ignore stretches of a busy machine")
 
 
-class BudgetsSpec(_Strict):
+class BudgetsSpec(Strict):
     baseline: Path | None = Field(None, description="baseline report.json for regression limits")
     latency: LatencyPolicy = LatencyPolicy()
     limits: dict[str, Limits] = Field(min_length=1)

@@ -1,8 +1,4 @@
-"""The base of every recipe model: strict (unknown keys are errors) and frozen.
-
-Its own module so that step configs living beside their step (compressor.finetune,
-compressor.config.prune) can inherit it without importing the recipe, which imports them.
-"""
+"""The base of every recipe and budgets model: strict (unknown keys are errors) and frozen."""
 
 from pydantic import BaseModel, ConfigDict
 

@@ -149,7 +149,8 @@ def _load(path: Path):
 
 def _run(args: argparse.Namespace) -> int:
     from benchmarks.report import print_table
-    from compressor.flows.run import run, run_dir_for
+    from compressor.flows.rundir import run_dir_for
+    from compressor.flows.run import run
 
     recipe = _load(args.recipe)
     out = run_dir_for(recipe, args.out)

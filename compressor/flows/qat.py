@@ -34,11 +34,19 @@ class QatOutcome:
     sources: dict[tuple[str, str], "Model"] = field(default_factory=dict)  # (target, label) -> model
 
 
+def qat_families() -> dict[str, str]:
+    """Target name -> the quantizer family its QAT models are trained under, for the
+    targets that lower QAT models (their modes include "qat")."""
+    import targets
+
+    return {name: t.quantizer_family for name in targets.names()
+            if "qat" in (t := targets.get(name)).modes and t.quantizer_family is not None}
+
+
 def apply_qat_steps(recipe: "Recipe", model: "Model", train: "Dataset | None", evaluation: "Dataset | None",
                     out: Path, resume: bool, world: "World", show_progress: bool) -> QatOutcome:
     from compressor.finetune import accuracy
     from compressor.qat import checkpoint as ckpt
-    from compressor.qat.quantizers import FAMILY_OF_TARGET
     from compressor.qat.run import QatResult, plan_keep_float, qat_family
 
     if len(recipe.qat_steps) > 1:
@@ -46,9 +54,10 @@ def apply_qat_steps(recipe: "Recipe", model: "Model", train: "Dataset | None", e
     step = recipe.qat_steps[0]
     if train is None:
         raise DataError("the qat step fine-tunes on training data: add 'data: {train: {source: ...}}' to the recipe")
-    families = sorted({FAMILY_OF_TARGET[t] for t in recipe.targets if t in FAMILY_OF_TARGET})
+    family_of = qat_families()
+    families = sorted({family_of[t] for t in recipe.targets if t in family_of})
     if not families:
-        raise RecipeError(f"the qat step needs a target that lowers QAT models ({', '.join(FAMILY_OF_TARGET)})")
+        raise RecipeError(f"the qat step needs a target that lowers QAT models ({', '.join(family_of)})")
     keep, scores = plan_keep_float(model, step, evaluation or train)
     result = QatResult(float_accuracy=accuracy(model.module, evaluation, model.input_names) if evaluation else None,
                        keep_float=keep, sensitivity=scores)
@@ -62,7 +71,7 @@ def apply_qat_steps(recipe: "Recipe", model: "Model", train: "Dataset | None", e
                                              world, show_progress)
     outcome = QatOutcome(result=result, step=step)
     for tname in recipe.targets:
-        fam = result.families.get(FAMILY_OF_TARGET.get(tname, ""))
+        fam = result.families.get(family_of.get(tname, ""))
         if fam is not None:
             outcome.sources[(tname, QAT_LABEL)] = fam.qat
             if fam.ptq is not None:
@@ -82,9 +91,7 @@ def qat_variants(outcome: QatOutcome | None, target: str) -> list["QuantVariant"
 
 
 def qat_section(outcome: QatOutcome, rows: list[dict]) -> tuple[dict, dict]:
-    from compressor.qat.quantizers import FAMILY_OF_TARGET
-
-    res, step = outcome.result, outcome.step
+    res, step, family_of = outcome.result, outcome.step, qat_families()
     fams = {}
     for name, f in res.families.items():
         fams[name] = {"qat_accuracy_torch": f.qat_accuracy, "ptq_accuracy_torch": f.ptq_accuracy,
@@ -98,7 +105,7 @@ def qat_section(outcome: QatOutcome, rows: list[dict]) -> tuple[dict, dict]:
     section = {
         "weight_bits": step.weight_bits, "per_channel": step.per_channel, "float_accuracy": res.float_accuracy,
         "kept_float": res.keep_float, "sensitivity": res.sensitivity,
-        "families": fams, "target_family": {t: FAMILY_OF_TARGET[t] for t in by_target},
+        "families": fams, "target_family": {t: family_of[t] for t in by_target},
         "by_target": by_target,
         "note": "QAT runs once per quantizer family (x86 PT2E for ONNX, LiteRT PT2E for TFLite, FX for "
                 "TorchScript), each fine-tuned from the same float model with the same loop",

@@ -1,50 +1,44 @@
-"""The pipeline: recipe -> model -> steps -> one artifact per target and precision ->
-validation -> benchmark -> report. The only core module that joins compressor/,
-targets/ and benchmarks/."""
+"""The run: recipe -> model -> steps -> one artifact per target and precision, each
+exported and validated, then measured, then reported (each a step of its own below).
+
+Like every module of compressor/flows/, it joins compressor/, targets/ and benchmarks/.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable
 
-import numpy as np
-
+from benchmarks.rows import ArtifactRow
 from compressor import sysinfo
-from compressor.data import Dataset, load_dataset
-from compressor.errors import CompressorError, FidelityError, RecipeError
-from compressor.fsutil import sha256, write_json, write_text
-from compressor.model import load_model
-from compressor.reference import VALIDATION_BATCH, reference_for
 from compressor.config.quantize import QuantVariant
 from compressor.config.recipe import Recipe
-
-MANIFEST_SCHEMA_VERSION = 1
-
-
-def run_dir_for(recipe: Recipe, out: Path | None) -> Path:
-    if out is not None:
-        return Path(out)
-    return recipe.resolve(recipe.output.dir) if recipe.output.dir else Path("runs") / recipe.name
+from compressor.data import Dataset, load_dataset
+from compressor.errors import CompressorError, FidelityError
+from compressor.flows.rundir import eval_file, manifest, prepare_run_dir, run_dir_for
+from compressor.fsutil import write_json, write_text
+from compressor.model import load_model
+from compressor.reference import Reference, reference_for
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """An empty directory, or a previous run's when overwriting is allowed. A directory
-    that is not a run of ours is never emptied."""
-    if out.exists() and not out.is_dir():
-        raise RecipeError(f"run directory {out} is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise RecipeError(f"run directory {out} is not empty; pass --overwrite or choose another --out")
-        if not any((out / n).exists() for n in ("manifest.json", "artifacts", "checkpoints")):
-            raise RecipeError(f"run directory {out} holds files that are not a compressor run; "
-                              "refusing to overwrite it, choose another --out")
-        shutil.rmtree(out / "artifacts", ignore_errors=True)
-        for name in ("report.json", "report.md", "manifest.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+
+@dataclass
+class _Run:
+    """What every export of one run shares."""
+
+    recipe: Recipe
+    out: Path
+    model: Any
+    ref: Reference
+    calibration: Dataset | None
+    evaluation: Dataset | None
+    bench: Any                      # benchmarks.harness.BenchConfig
+    qat: Any                        # compressor.flows.qat.QatOutcome | None
+    say: Callable[[str], None]
+    qat_refs: dict = field(default_factory=dict)
+    per_layer: dict = field(default_factory=dict)      # sensitivity bars of variants with a fallback budget
 
 
 def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_progress: bool = True,
@@ -55,10 +49,9 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     (the others return None). `resume` continues QAT from the run directory's checkpoints."""
     from compressor.distributed import init_from_env
     import targets
-    from benchmarks import report as reports
     from benchmarks.harness import BenchConfig, measure
+    from compressor.flows.qat import qat_variants
     from targets.layout import layout_of
-    from targets.validate import check, validate_artifact
 
     out = run_dir_for(recipe, out)
     target_objs = {name: targets.get(name) for name in recipe.targets}
@@ -83,74 +76,25 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
         qat = apply_qat_steps(recipe, model, train, evaluation, out, resume, world, show_progress)
     if not world.is_main:
         return None
-    # Validation compares artifacts with the model they were exported from (the pruned one).
-    ref = reference_for(model, evaluation, recipe.validation.samples)
     variants: list[QuantVariant | None] = [None, *recipe.quant_variants]
-    bench = BenchConfig.from_spec(recipe.benchmark, trust=True)  # the run made these artifacts itself
-    art_dir = out / "artifacts"
-    rows: list[dict] = []
-    failures: list[tuple[type[CompressorError], str]] = []
+    rows: list[ArtifactRow] = []
+    failures: list[CompressorError] = []
 
-    with _progress(show_progress, console) as progress, _eval_file(evaluation) as eval_npz:
-        from compressor.flows.qat import qat_variants
-
+    with _progress(show_progress, console) as progress, eval_file(evaluation) as eval_npz:
         task = progress.add_task("export", total=sum(len(variants) + len(qat_variants(qat, t)) for t in target_objs) * 2)
-        qat_refs: dict = {}
-        fallback_layers: dict = {}  # sensitivity bars of variants with a fallback budget
-        done: list[tuple[dict, object]] = []
+        # Validation compares artifacts with the model they were exported from (the pruned one).
+        ctx = _Run(recipe, out, model, reference_for(model, evaluation, recipe.validation.samples), calibration,
+                   evaluation, BenchConfig.from_spec(recipe.benchmark, trust=True),  # the run made these itself
+                   qat, say=lambda msg: progress.update(task, description=msg))
+        done: list[tuple[ArtifactRow, object]] = []
         for tname, target in target_objs.items():
             base = None
             for variant in [*variants, *qat_variants(qat, tname)]:
-                label = variant.label if variant else "fp32"
-                # A QAT variant exports the quantized model the qat step made for this target's family.
-                src, src_ref = model, ref
-                if variant is not None and variant.mode == "qat":
-                    src = qat.sources[(tname, label)]
-                    src_ref = qat_refs.setdefault(id(src), reference_for(src, evaluation, recipe.validation.samples))
-                progress.update(task, description=f"export {tname}/{label}")
-                row = {"name": f"{tname}/{label}", "target": tname, "label": label,
-                       "precision": variant.precision if variant else "fp32",
-                       "intent": variant.model_dump() if variant else None, "status": "ok", "notes": []}
+                row, artifact, error = _export_and_validate(ctx, tname, target, variant, base)
                 rows.append(row)
-                if variant is not None and base is None:
-                    row.update(status="skipped", error="the fp32 export failed")
-                    progress.advance(task, 2)
-                    continue
-                if variant is not None and variant.mode not in target.modes:
-                    row.update(status="skipped", error=f"the {tname} target does not offer {variant.mode} "
-                               f"quantization (it offers: {', '.join(target.modes) or 'fp32 only'})")
-                    progress.advance(task, 2)
-                    continue
-                try:
-                    if variant is not None and variant.fallback is not None:
-                        from compressor.flows.fallback import export_for_row
-
-                        artifact = export_for_row(target, src, variant, recipe.targets[tname], calibration, base,
-                                                  src_ref, art_dir / f"{recipe.name}.{label}", evaluation, row,
-                                                  fallback_layers, threads=bench.threads,
-                                                  progress=lambda msg: progress.update(task, description=msg))
-                    else:
-                        artifact = target.export(src, variant, art_dir / f"{recipe.name}.{label}",
-                                                 recipe.targets[tname], calibration, base=base)
-                except CompressorError as e:
-                    if variant is None:
-                        raise  # nothing else of this target can be built
-                    row.update(status="failed", error=str(e))
-                    failures.append((type(e), str(e)))
-                    progress.advance(task, 2)
-                    continue
-                row.update(file=str(artifact.path.relative_to(out)), export=artifact.meta)
-                try:
-                    fid, _ = validate_artifact(target, artifact, ref.inputs, src_ref.outputs, bench.threads,
-                                               targets.Device.parse(bench.device))
-                    row["fidelity"] = {**fid.to_json(), "on_real_data": ref.on_real_data}
-                    check(fid, getattr(recipe.validation, row["precision"]), f"{tname}/{label}")
-                except FidelityError as e:
-                    for f in artifact.files:  # never leave an artifact with broken outputs
-                        f.unlink(missing_ok=True)
-                    row.update(status="failed", error=str(e))
-                    row.pop("file", None)
-                    failures.append((type(e), str(e)))
+                if error is not None:
+                    failures.append(error)
+                if artifact is None:
                     progress.advance(task, 2)
                     continue
                 if variant is None:
@@ -158,17 +102,92 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                 progress.advance(task)
                 done.append((row, artifact))
         for row, artifact in done:
-            progress.update(task, description=f"benchmark {row['name']}")
-            row["metrics"] = measure(artifact.path, bench, eval_npz, layout_of(artifact.meta)).to_json()
+            progress.update(task, description=f"benchmark {row.name}")
+            row.metrics = measure(artifact.path, ctx.bench, eval_npz, layout_of(artifact.meta)).to_json()
             progress.advance(task)
         if pruned:
             from compressor.flows.prune import measure_dense
 
             progress.update(task, description="benchmark the dense model")
-            dense_metrics = measure_dense(recipe, dense, bench, eval_npz)
+            dense_metrics = measure_dense(recipe, dense, ctx.bench, eval_npz)
     for row in rows if pruned else []:
-        row["notes"].extend(n for r in pruned for n in r.notes if n not in row["notes"])
+        row.notes.extend(n for r in pruned for n in r.notes if n not in row.notes)
 
+    report = _report(ctx, rows, pruned, dense_metrics if pruned else None)
+    _write(ctx, report, rows)
+    if failures:
+        more = f" ({len(failures) - 1} more in report.json)" if len(failures) > 1 else ""
+        err = type(failures[0])(str(failures[0]) + more)
+        err.report = report  # the CLI still shows what did work
+        raise err
+    if recipe.budgets is not None:
+        _gate(recipe, report, out, baseline)
+    return report
+
+
+def _export_and_validate(ctx: _Run, tname: str, target, variant: QuantVariant | None,
+                         base) -> tuple[ArtifactRow, object | None, CompressorError | None]:
+    """Export one variant for one target and hold it to the reference: the row, the artifact
+    (None when skipped or failed) and the error that made it fail (None otherwise)."""
+    import targets
+    from targets.validate import check, validate_artifact
+
+    label = variant.label if variant else "fp32"
+    # A QAT variant exports the quantized model the qat step made for this target's family.
+    src, src_ref = ctx.model, ctx.ref
+    if variant is not None and variant.mode == "qat":
+        src = ctx.qat.sources[(tname, label)]
+        src_ref = ctx.qat_refs.setdefault(id(src), reference_for(src, ctx.evaluation, ctx.recipe.validation.samples))
+    ctx.say(f"export {tname}/{label}")
+    row = ArtifactRow(target=tname, label=label, precision=variant.precision if variant else "fp32",
+                      intent=variant.model_dump() if variant else None)
+    if variant is not None and base is None:
+        row.fail("skipped", "the fp32 export failed")
+        return row, None, None
+    if variant is not None and variant.mode not in target.modes:
+        row.fail("skipped", f"the {tname} target does not offer {variant.mode} quantization (it offers: "
+                 f"{', '.join(target.modes) or 'fp32 only'})")
+        return row, None, None
+    dest = ctx.out / "artifacts" / f"{ctx.recipe.name}.{label}"
+    options = ctx.recipe.targets[tname]
+    try:
+        if variant is not None and variant.fallback is not None:
+            from compressor.flows.fallback import export_with_fallback
+
+            result = export_with_fallback(target, src, variant, options, ctx.calibration, base, src_ref, dest,
+                                          ctx.evaluation, threads=ctx.bench.threads, progress=ctx.say)
+            row.fallback = result.section
+            ctx.per_layer.update(result.per_layer)
+            row.notes.extend(result.notes)
+            if result.error is not None:
+                raise result.error
+            artifact = result.artifact
+        else:
+            artifact = target.export(src, variant, dest, options, ctx.calibration, base=base)
+    except CompressorError as e:
+        if variant is None:
+            raise  # nothing else of this target can be built
+        row.fail("failed", str(e))
+        return row, None, e
+    row.file, row.export = str(artifact.path.relative_to(ctx.out)), artifact.meta
+    try:
+        fid, _ = validate_artifact(target, artifact, ctx.ref.inputs, src_ref.outputs, ctx.bench.threads,
+                                   targets.Device.parse(ctx.bench.device))
+        row.fidelity = {**fid.to_json(), "on_real_data": ctx.ref.on_real_data}
+        check(fid, getattr(ctx.recipe.validation, row.precision), row.name)
+    except FidelityError as e:
+        for f in artifact.files:  # never leave an artifact with broken outputs
+            f.unlink(missing_ok=True)
+        row.fail("failed", str(e))
+        return row, None, e
+    return row, artifact, None
+
+
+def _report(ctx: _Run, rows: list[ArtifactRow], pruned: list, dense_metrics: dict | None) -> dict:
+    from benchmarks import report as reports
+
+    recipe, model, ref = ctx.recipe, ctx.model, ctx.ref
+    artifacts = [r.to_json() for r in rows]
     report = reports.build(
         name=recipe.name,
         model={"source": model.source, "parameters": model.parameter_count(),
@@ -179,35 +198,33 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                    **({"pruned_accuracy": ref.accuracy} if pruned else {}),
                    "validation_samples": len(ref.outputs[0]), "validation_on_real_data": ref.on_real_data},
         bench={**recipe.benchmark.model_dump()},
-        machine=sysinfo.machine(), artifacts=rows)
+        machine=sysinfo.machine(), artifacts=artifacts)
     if recipe.budgets is not None:
         report["budgets"] = recipe.budgets.model_dump(mode="json")
     if pruned:
         from compressor.flows.prune import pruning_section
 
-        report["pruning"], report["per_layer"] = pruning_section(pruned, dense_metrics, rows,
+        report["pruning"], report["per_layer"] = pruning_section(pruned, dense_metrics, artifacts,
                                                                  recipe.benchmark.batch_sizes[0])
-    if qat is not None:
+    if ctx.qat is not None:
         from compressor.flows.qat import qat_section
 
-        report["qat"], qat_layers = qat_section(qat, rows)
+        report["qat"], qat_layers = qat_section(ctx.qat, artifacts)
         report["per_layer"] = {**report.get("per_layer", {}), **qat_layers}
-    if fallback_layers:
-        report["per_layer"] = {**report.get("per_layer", {}), **fallback_layers}
-    write_json(out / "report.json", report)
-    write_text(out / "report.md", reports.to_markdown(report))
-    write_json(out / "manifest.json", manifest(recipe, out, rows))
+    if ctx.per_layer:
+        report["per_layer"] = {**report.get("per_layer", {}), **ctx.per_layer}
+    return report
+
+
+def _write(ctx: _Run, report: dict, rows: list[ArtifactRow]) -> None:
+    """report.json, report.md, the manifest and report.html, each written atomically."""
+    from benchmarks import report as reports
     from benchmarks.html import write_html
 
-    write_html(out / "report.html", report)
-    if failures:
-        more = f" ({len(failures) - 1} more in report.json)" if len(failures) > 1 else ""
-        err = failures[0][0](failures[0][1] + more)
-        err.report = report  # the CLI still shows what did work
-        raise err
-    if recipe.budgets is not None:
-        _gate(recipe, report, out, baseline)
-    return report
+    write_json(ctx.out / "report.json", report)
+    write_text(ctx.out / "report.md", reports.to_markdown(report))
+    write_json(ctx.out / "manifest.json", manifest(ctx.recipe, ctx.out, [r.to_json() for r in rows]))
+    write_html(ctx.out / "report.html", report)
 
 
 def _load_source(recipe: Recipe):
@@ -232,39 +249,6 @@ def _gate(recipe: Recipe, report: dict, out: Path, baseline: Path | None) -> Non
     except CompressorError as e:
         e.report = report
         raise
-
-
-def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
-    files = []
-    for r in rows:
-        if r.get("file"):
-            main = out / r["file"]
-            for f in [main, *sorted(main.parent.glob(main.name + ".data"))]:
-                files.append({"file": str(f.relative_to(out)), "artifact": r["name"], "bytes": f.stat().st_size,
-                              "sha256": sha256(f)})
-    weights = recipe.model.weights or recipe.model.program or recipe.model.keras
-    model_file = recipe.resolve(weights) if weights else None
-    return {
-        "schema": "compressor.manifest", "schema_version": MANIFEST_SCHEMA_VERSION,
-        "recipe": {"name": recipe.name, "text": recipe.source_text,
-                   "resolved": recipe.model_dump(mode="json")},
-        "model": {"source": recipe.model.factory or str(recipe.model.program or recipe.model.keras),
-                  "file": str(model_file) if model_file else None,
-                  "sha256": sha256(model_file) if model_file and model_file.is_file() else None},
-        "artifacts": files, "libraries": sysinfo.library_versions(), "machine": sysinfo.machine(),
-    }
-
-
-@contextlib.contextmanager
-def _eval_file(evaluation: Dataset | None) -> Iterator[Path | None]:
-    """Evaluation data as an .npz for the benchmark workers, outside the run directory."""
-    if evaluation is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="compressor-eval-") as d:
-        path = Path(d) / "eval.npz"
-        evaluation.save_npz(path)
-        yield path
 
 
 @contextlib.contextmanager

@@ -13,13 +13,15 @@ from compressor.errors import DataError, RecipeError
 
 def sensitivity_command(recipe, target: str, top: int | None, granularity: str, as_json: bool,
                         mode: str = "simulated") -> int:
+    import targets
     from compressor.data import load_dataset
     from compressor.model import load_model
     from compressor.reference import reference_for
-    from compressor.sensitivity import FAMILY, layer_sensitivity
+    from compressor.sensitivity import layer_sensitivity
 
-    if target not in FAMILY:
-        raise RecipeError(f"--target {target!r}: the sensitivity pass simulates {', '.join(sorted(FAMILY))}")
+    simulated = [n for n in targets.names() if targets.get(n).quantizer_family is not None]
+    if target not in simulated:
+        raise RecipeError(f"--target {target!r}: the sensitivity pass simulates {', '.join(simulated)}")
     data = recipe.data
     if data.calibration is None:
         raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the recipe")
@@ -37,7 +39,8 @@ def sensitivity_command(recipe, target: str, top: int | None, granularity: str, 
         if mode == "target":
             scores = _on_target(recipe, model, target, variant, calibration, ref, labels, granularity)
         else:
-            scores = layer_sensitivity(model, target, calibration, ref.inputs, labels, granularity=granularity,
+            scores = layer_sensitivity(model, targets.get(target).quantizer_family, calibration, ref.inputs,
+                                       labels, granularity=granularity,
                                        per_channel=variant.per_channel if variant else True,
                                        calibration_samples=variant.calibration_samples if variant else 128,
                                        mode=variant.mode if variant else "static")
@@ -57,7 +60,7 @@ def _on_target(recipe, model, target: str, variant, calibration, ref, labels, gr
     from pathlib import Path
 
     import targets
-    from compressor.flows.fallback import target_sensitivity
+    from compressor.flows.fallback.choose import target_sensitivity
     from compressor.config.quantize import QuantVariant
     from compressor.sensitivity import candidates
 

@@ -9,7 +9,8 @@ kernels take, so each target gets a model fine-tuned under its own quantizer:
          static int8 (7-bit activations): real quantized::conv2d kernels -> TorchScript
 
 `weight_bits` below 8 narrows the weight range (e.g. -7..7 for 4 bits) inside int8
-storage: every target carries it with its ordinary int8 kernels.
+storage: every target carries it with its ordinary int8 kernels. Which family a target
+lowers is the target's own `quantizer_family` (targets/).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import contextlib
 import dataclasses
 
 import torch
-
-FAMILY_OF_TARGET = {"onnx": "x86", "tflite": "litert", "torchscript": "fx"}
 
 
 def weight_range(bits: int) -> tuple[int, int]:

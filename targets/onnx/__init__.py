@@ -11,12 +11,16 @@ from compressor.fsutil import publish, staging_dir
 from targets.base import Artifact, Device, Target, TargetOptions
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from compressor.data import Dataset
     from compressor.model import Model
     from compressor.config.quantize import QuantVariant
 
 # Protobuf caps one message at 2 GiB; past half of that, weights go to a .data file.
 EXTERNAL_DATA_AUTO_BYTES = 1 << 30
+# ONNX op types int8 commonly breaks (gates, normalisations, smooth activations).
+ONNX_CASUALTIES = ("HardSigmoid", "HardSwish", "Sigmoid", "Softmax", "LayerNormalization", "Gelu", "Erf", "Mul")
 
 
 class OnnxOptions(TargetOptions):
@@ -34,6 +38,11 @@ class OnnxTarget(Target):
     suffixes = (".onnx",)
     options_model = OnnxOptions
     modes = ("static", "dynamic", "fp16", "qat")
+    quantizer_family = "x86"  # PT2E x86 simulates ORT's QDQ int8; QAT models export as QDQ under it
+    calibration_methods = ("percentile", "entropy")
+    per_tensor_lowering = True
+    symmetric_activation_lowering = True
+    float_op_kinds = ONNX_CASUALTIES
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
@@ -98,6 +107,29 @@ class OnnxTarget(Target):
         from targets.onnx.runtime import external_data_files
 
         return external_data_files(path)
+
+    def op_kinds(self, base: Artifact, model: "Model") -> set[str]:
+        """The fp32 graph's op types (its export recorded them)."""
+        return set((base.meta or {}).get("op_types") or {})
+
+    def keeps_float(self, base: Artifact, layer: str) -> bool:
+        """Only a layer the exported graph has nodes of can be kept float here."""
+        from compressor.errors import RecipeError
+        from targets.onnx.scopes import nodes_to_exclude
+
+        try:
+            return bool(nodes_to_exclude(base.path, [layer], []))
+        except RecipeError:
+            return False
+
+    def layer_scores(self, base: Artifact, variant: "QuantVariant", calibration: "Dataset | None",
+                     inputs: "dict[str, np.ndarray]", layers: list[str]) -> "dict[str, list[np.ndarray] | None]":
+        """ONNX Runtime's static quantizer with `nodes_to_quantize`, one layer at a time."""
+        if variant.mode != "static":
+            return super().layer_scores(base, variant, calibration, inputs, layers)
+        from targets.onnx.layerwise import module_scores
+
+        return module_scores(base.path, variant, calibration, inputs, layers, bool(base.meta.get("dynamic_batch")))
 
 
 def _unfused(model: "Model", work: Path, opts: OnnxOptions, external: bool) -> Path:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from compressor.fsutil import publish, staging_dir
-from targets.base import Artifact, Device, Target, TargetOptions
+from targets.base import TORCH_CASUALTIES, Artifact, Device, Target, TargetOptions
 
 if TYPE_CHECKING:
     from compressor.data import Dataset
@@ -32,6 +32,9 @@ class _Pt2Base(Target):
     modes = ("static",)
     requires_trust = True  # both formats unpickle (ExportedProgram) or load native code (AOTI)
     compiled = False
+    quantizer_family = "x86"  # the PT2E x86 quantizer lowers both
+    calibration_methods = ("percentile",)  # no per-tensor alternative: its quantizer is per-channel only
+    float_op_kinds = TORCH_CASUALTIES
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from compressor.fsutil import publish, staging_dir
-from targets.base import Artifact, Device, Target, TargetOptions
+from targets.base import TORCH_CASUALTIES, Artifact, Device, Target, TargetOptions
 
 if TYPE_CHECKING:
     from compressor.data import Dataset
@@ -39,6 +39,9 @@ class TFLiteTarget(Target):
     suffixes = (".tflite",)
     options_model = TFLiteOptions
     modes = ("static", "dynamic", "fp16", "qat")
+    quantizer_family = "litert"  # litert-torch's PT2E quantizer
+    per_tensor_lowering = True
+    float_op_kinds = TORCH_CASUALTIES
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from compressor.fsutil import publish, staging_dir
-from targets.base import Artifact, Device, Target, TargetOptions
+from targets.base import TORCH_CASUALTIES, Artifact, Device, Target, TargetOptions
 
 if TYPE_CHECKING:
     from compressor.data import Dataset
@@ -38,6 +38,11 @@ class TorchScriptTarget(Target):
     options_model = TorchScriptOptions
     modes = ("static", "dynamic", "qat")
     requires_trust = True  # torch.jit.load runs the archive's code
+    quantizer_family = "fx"  # torch.ao FX graph mode, x86 kernels
+    calibration_methods = ("percentile",)
+    per_tensor_lowering = True
+    symmetric_activation_lowering = True
+    float_op_kinds = TORCH_CASUALTIES
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:

@@ -74,7 +74,8 @@ def _cosine_on_runtime(target: str, path: Path, reference) -> float:
 
 def test_sensitivity_ranks_the_fragile_layer_first(model, calibration, evaluation):
     x = {"pixels": evaluation.inputs["pixels"][:64]}
-    scores = layer_sensitivity(model, "torchscript", calibration, x, evaluation.labels[:64])
+    scores = layer_sensitivity(model, targets.get("torchscript").quantizer_family, calibration, x,
+                               evaluation.labels[:64])
     assert scores[0].name == "head" and scores[0].kind == "Linear"
     assert scores[0].cosine < 0.9 and scores[0].rel_error > 0.1
     assert all(s.cosine > 0.99 for s in scores[1:])
@@ -91,12 +92,12 @@ def test_dynamic_sensitivity_simulates_dynamic_int8(model, calibration, evaluati
     # Dynamic int8 quantizes `head`'s input per batch at run time: the outlier channel
     # still costs it; layers without a matrix weight are never quantized dynamically.
     x = {"pixels": evaluation.inputs["pixels"][:64]}
-    scores = layer_sensitivity(model, target, calibration, x, mode="dynamic")
+    scores = layer_sensitivity(model, targets.get(target).quantizer_family, calibration, x, mode="dynamic")
     assert scores[0].name == "head" and scores[0].cosine < 0.9
     by_name = {s.name: s for s in scores}
     assert by_name["se.gate"].cosine == 1.0 and by_name["se:ops"].rel_error == 0.0
     with pytest.raises(RecipeError, match="static and dynamic"):
-        layer_sensitivity(model, target, calibration, x, mode="fp16")
+        layer_sensitivity(model, targets.get(target).quantizer_family, calibration, x, mode="fp16")
 
 
 def test_onnx_layerwise_sensitivity_on_the_runtime_agrees(model, calibration, onnx_base, reference):
@@ -252,7 +253,7 @@ def test_a_runtime_that_crashes_costs_the_probe_not_the_run(tmp_path, monkeypatc
     import numpy as np
     import torch
 
-    from compressor.flows import fallback
+    from compressor.flows.fallback import probe as fallback
 
     model = Model(module=torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval(),
                   inputs=[InputSpec(name="x", shape=[1, 3, 8, 8])])
@@ -314,7 +315,7 @@ class _Found:
 def test_window_search_finds_a_short_run_of_consecutive_layers_by_bisection():
     # Each layer alone is harmless; only c and d together in float meet the budget (int8
     # error that builds up in one region). Two bisections then the pruning pass find them.
-    from compressor.flows.fallback import Lowering, _window
+    from compressor.quant.search import Lowering, shortest_window as _window
 
     names = [f"l{i}" for i in range(40)]
     need = {"l21", "l22"}
@@ -374,7 +375,7 @@ def test_the_sensitivity_pass_keeps_no_model_copy_alive(model, calibration, eval
         return sum(isinstance(o, torch.fx.GraphModule) for o in gc.get_objects())
 
     x = {"pixels": evaluation.inputs["pixels"][:16]}
-    layer_sensitivity(model, target, calibration, x)  # imports and first-call caches
+    layer_sensitivity(model, targets.get(target).quantizer_family, calibration, x)  # imports and first-call caches
     before = graph_modules()
-    layer_sensitivity(model, target, calibration, x)
+    layer_sensitivity(model, targets.get(target).quantizer_family, calibration, x)
     assert graph_modules() - before <= 1

@@ -16,6 +16,7 @@ SAMPLES = 256
 
 
 def ranking(recipe: "Recipe", target: str) -> list[str]:
+    import targets
     from compressor.data import load_dataset
     from compressor.model import load_model
     from compressor.sensitivity import layer_sensitivity
@@ -26,5 +27,6 @@ def ranking(recipe: "Recipe", target: str) -> list[str]:
     calibration = load_dataset(recipe.data.calibration, model.inputs, recipe.base_dir)
     source = recipe.data.evaluation or recipe.data.calibration
     data = load_dataset(source, model.inputs, recipe.base_dir).take(SAMPLES)
-    scores = layer_sensitivity(model, target, calibration, data.inputs, labels=data.labels)
+    family = targets.get(target).quantizer_family
+    scores = layer_sensitivity(model, family, calibration, data.inputs, labels=data.labels)
     return [s.name for s in scores]
