@@ -21,7 +21,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display, no GUI toolkit
@@ -30,16 +30,16 @@ def _pyplot():
     return plt
 
 
-def _svg(fig) -> str:
+def svg_of(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG sits inside HTML
 
 
 def scatter_figure(names: list[str], xs: list[float], ys: list[float], xlabel: str, title: str):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     front = pareto_front(list(zip(xs, ys)))
     others = [i for i in range(len(xs)) if i not in front]
@@ -58,7 +58,7 @@ def scatter_figure(names: list[str], xs: list[float], ys: list[float], xlabel: s
 
 
 def bars_figure(title: str, values: dict[str, float], xlabel: str):
-    plt = _pyplot()
+    plt = pyplot()
     items = sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:40]
     fig, ax = plt.subplots(figsize=(6.4, 0.25 * len(items) + 1.2), dpi=100)
     ax.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#1c7ed6")
@@ -79,13 +79,13 @@ def render(report: dict) -> str:
         acc = [100 * r["metrics"]["accuracy"] for r in ok]
         p50 = [next(l["p50_ms"] for l in r["metrics"]["latency"] if l["batch"] == batch) for r in ok]
         size = [r["metrics"]["size_bytes"] / 1e6 for r in ok]
-        plots.append(_svg(scatter_figure(names, p50, acc, f"p50 latency (ms, batch {batch})",
+        plots.append(svg_of(scatter_figure(names, p50, acc, f"p50 latency (ms, batch {batch})",
                                          "Latency against accuracy")))
-        plots.append(_svg(scatter_figure(names, size, acc, "size on disk (MB)", "Size against accuracy")))
+        plots.append(svg_of(scatter_figure(names, size, acc, "size on disk (MB)", "Size against accuracy")))
     # Per-layer views from steps that produce them (sensitivity, sparsity): {title: {layer: value}}.
     for title, values in (report.get("per_layer") or {}).items():
         if values:
-            plots.append(_svg(bars_figure(title, values, title)))
+            plots.append(svg_of(bars_figure(title, values, title)))
     table = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     cpu = report["machine"]["cpu"]

@@ -13,20 +13,10 @@ import pytest
 from compressor.flows.cli import main
 from compressor.config.recipe import load_recipe
 from compressor.flows.tune.report import non_dominated
-from compressor.zoo.digits import WEIGHTS_PATH
+from recipes import digits_head
 
 MAX_DROP, MIN_COSINE = 1.0, 0.995
-RECIPE = f"""\
-version: 1
-name: tuned
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {WEIGHTS_PATH}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-  outputs: [logits]
-data:
-  calibration: {{source: digits, split: train, limit: 128}}
-  evaluation: {{source: digits, split: test}}
+RECIPE = digits_head("tuned", calibration=128, evaluation=True) + f"""\
 targets: [onnx]
 benchmark: {{batch_sizes: [1], runs: 20, warmup: 2, warmup_s: 0.02, memory: false}}
 tune:
@@ -170,7 +160,16 @@ def test_inc_engine_quantizes_with_autotune_and_hands_the_graph_to_onnx(tmp_path
     assert t["accuracy_drop"] <= MAX_DROP and t["feasible"] and t["cosine"] > 0.99
     ops = {n.op_type for n in onnx.load(t["artifact"]).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
-    assert report["comparison"]["speedup"] > 0 and report["verdict"]
+    # INC's model and plain static int8 are measured again side by side: the speedup is the
+    # ratio of the two medians the report states, and the trial figures match the rows.
+    base, cmp = report["trials"][0], report["comparison"]
+    assert cmp["confirmed"] and cmp["rounds"] >= 1
+    assert 0 < cmp["best_p50_ms"] < 50 and 0 < cmp["baseline_p50_ms"] < 50
+    assert cmp["speedup"] == pytest.approx(cmp["baseline_p50_ms"] / cmp["best_p50_ms"])
+    assert cmp["trial_speedup"] == pytest.approx(base["latency"] / t["latency"])
+    assert cmp["size_ratio"] == pytest.approx(t["size_bytes"] / base["size_bytes"])
+    assert 0.1 < cmp["speedup"] < 10 and 0.1 < cmp["trial_speedup"] < 10  # two int8 builds of one small CNN
+    assert report["verdict"] and "\n" not in report["verdict"]
 
 
 def test_inc_engine_refuses_targets_that_cannot_lower_its_graph(tmp_path, capsys):

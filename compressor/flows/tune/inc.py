@@ -51,7 +51,8 @@ def run_inc(recipe: "Recipe", spec: TuneSpec, target: str, out: Path, show_progr
 
     from compressor.data import load_dataset
     from compressor.model import Model, load_model
-    from compressor.flows.tune.study import BASELINE, TuneContext
+    from compressor.flows.tune.context import TuneContext
+    from compressor.flows.tune.space import BASELINE
 
     if target not in INC_TARGETS:
         raise RecipeError(f"tune.engine inc hands PT2E x86 graphs to the onnx target, not {target}; "

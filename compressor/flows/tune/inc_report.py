@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from compressor.model import Model
     from compressor.config.recipe import Recipe
     from compressor.flows.tune.space import TrialConfig
-    from compressor.flows.tune.study import TuneContext
+    from compressor.flows.tune.context import TuneContext
 
 
 def inc_report(recipe: "Recipe", ctx: "TuneContext", inc_model: "Model | None", fp32_acc: float,
                evaluations: list[float], configs: list[dict], tune_s: float, baseline_cfg: "TrialConfig") -> dict:
     from compressor import sysinfo
-    from compressor.flows.tune.report import CONFIRM_ROUNDS, _now, to_html, to_markdown, verdict
+    from compressor.flows.tune.report import CONFIRM_ROUNDS, now, to_html, to_markdown, verdict
 
     spec, out = ctx.spec, ctx.out
     budget = spec.budget
@@ -69,7 +69,7 @@ def inc_report(recipe: "Recipe", ctx: "TuneContext", inc_model: "Model | None", 
             comparison.update(rounds=CONFIRM_ROUNDS, runs=recipe.benchmark.runs, best_p50_ms=med[inc_row["number"]],
                               baseline_p50_ms=med[0], speedup=med[0] / med[inc_row["number"]])
     report = {
-        "schema": "compressor.flows.tune", "schema_version": 1, "name": recipe.name, "created": _now(), "engine": "inc",
+        "schema": "compressor.tune", "schema_version": 1, "name": recipe.name, "created": now(), "engine": "inc",
         "sampler": "INC sequential config set", "study": "inc-autotune", "storage": "none (INC keeps no study)",
         "target": ctx.target, "objectives": list(spec.objectives), "budget": budget.model_dump(),
         "space": {"inc_config_set": configs}, "sensitivity_ranking": [], "wall_s": tune_s,
@@ -103,12 +103,12 @@ def _baseline_row(recipe: "Recipe", ctx: "TuneContext", cfg: "TrialConfig") -> d
     """Plain static int8 from our own pipeline, with the tuner's benchmark settings."""
     from compressor.flows.run import run
     from compressor.config.recipe import parse_recipe
-    from compressor.flows.tune.study import _base_dict
+    from compressor.flows.tune.context import base_dict
     from compressor.flows.tune.space import derived_recipe, to_yaml
 
     import targets
 
-    d = derived_recipe(_base_dict(recipe), cfg, ctx.spec, ctx.target, ctx.spec.space.percentile)
+    d = derived_recipe(base_dict(recipe), cfg, ctx.spec, ctx.target, ctx.spec.space.percentile)
     d["name"] = f"{recipe.name}-static-int8"
     trial_dir = ctx.out / "trials" / "static-int8"
     row = {"number": 0, "state": "fail", "role": "baseline", "config": cfg.to_json(), "describe": cfg.describe(),
@@ -139,7 +139,7 @@ def _measure_inc(recipe: "Recipe", ctx: "TuneContext", model: "Model", fp32_acc:
     import targets
     from benchmarks.harness import BenchConfig, measure
     from compressor.data import load_dataset
-    from compressor.flows.run import _eval_file
+    from compressor.flows.rundir import eval_file
     from compressor.reference import reference_for
     from compressor.config.quantize import QuantVariant
     from targets.base import Device
@@ -159,7 +159,7 @@ def _measure_inc(recipe: "Recipe", ctx: "TuneContext", model: "Model", fp32_acc:
     b, tb = recipe.benchmark, ctx.spec.benchmark
     cfg = BenchConfig.from_spec(b, batch_sizes=(b.batch_sizes[0],), warmup=tb.warmup, warmup_s=tb.warmup_s,
                                 runs=tb.runs, min_time_s=0.0, isolate=tb.memory, keep_samples=False, trust=True)
-    with _eval_file(evaluation) as npz:
+    with eval_file(evaluation) as npz:
         m = measure(art.path, cfg, npz).to_json()
     # The budget counts what the artifact scores on the target runtime, not INC's PyTorch figure.
     return {**_metrics(m), "accuracy": m["accuracy"], "accuracy_drop": 100 * (fp32_acc - m["accuracy"]),

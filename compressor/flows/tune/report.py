@@ -1,4 +1,4 @@
-"""The study's report: tune.json (schema `compressor.flows.tune`), tune.md, tune.html (the
+"""The study's report: tune.json (schema `compressor.tune`), tune.md, tune.html (the
 front, drawn like the run reports' plots) and best.yaml, the winning configuration as
 a recipe to run. The best configuration and plain static int8 are measured once more,
 side by side in interleaved rounds, so that the headline ratio is not one noisy trial."""
@@ -14,7 +14,7 @@ from compressor.fsutil import write_json, write_text
 from compressor.flows.tune.space import TrialConfig, absolute_paths, derived_recipe, to_yaml
 
 if TYPE_CHECKING:
-    from compressor.flows.tune.study import TuneContext
+    from compressor.flows.tune.context import TuneContext
 
 SCHEMA_VERSION = 1
 CONFIRM_ROUNDS = 3
@@ -73,8 +73,8 @@ def build_report(study, ctx: "TuneContext", url: str, name: str, wall_s: float, 
                               speedup=medians[baseline["number"]] / medians[best["number"]],
                               p50_ms_by_trial={str(k): v for k, v in medians.items()})
     report = {
-        "schema": "compressor.flows.tune", "schema_version": SCHEMA_VERSION, "name": ctx.recipe.name,
-        "created": _now(), "engine": ctx.spec.engine, "sampler": ctx.spec.sampler, "study": name, "storage": url,
+        "schema": "compressor.tune", "schema_version": SCHEMA_VERSION, "name": ctx.recipe.name,
+        "created": now(), "engine": ctx.spec.engine, "sampler": ctx.spec.sampler, "study": name, "storage": url,
         "target": ctx.target, "objectives": list(ctx.spec.objectives),
         "budget": ctx.spec.budget.model_dump(), "space": ctx.spec.space.model_dump(mode="json"),
         "sensitivity_ranking": ctx.ranking, "wall_s": wall_s, "machine": sysinfo.machine(),
@@ -205,9 +205,9 @@ def to_markdown(report: dict) -> str:
 
 
 def front_figure(report: dict):
-    from benchmarks.html import _pyplot
+    from benchmarks.html import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     done = [r for r in report["trials"] if r.get("latency") is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     bad = [r for r in done if not r["feasible"]]
@@ -238,13 +238,13 @@ def front_figure(report: dict):
 
 
 def to_html(report: dict) -> str:
-    from benchmarks.html import _svg
+    from benchmarks.html import svg_of
 
     front, best, base = set(report["front"]), report["best"], report["baseline"]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, front, best, base)) + "</tr>"
                    for r in report["trials"])
-    plot = _svg(front_figure(report)) if any(r.get("latency") is not None for r in report["trials"]) else ""
+    plot = svg_of(front_figure(report)) if any(r.get("latency") is not None for r in report["trials"]) else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>compressor tune: {html.escape(report['name'])}</title>
 <style>
@@ -264,7 +264,7 @@ th:nth-child(2), td:nth-child(2) {{ text-align: left; }}
 """
 
 
-def _now() -> str:
+def now() -> str:
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -11,13 +11,13 @@ URL to share it between machines): rerunning the same command continues it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError, RecipeError, first_line
 from compressor.config.recipe import Recipe
 from compressor.config.tune import TuneSpec
+from compressor.flows.tune.context import TuneContext, base_dict
 from compressor.flows.tune.space import BASELINE, TrialConfig, check_space, derived_recipe, suggest, to_yaml
 
 ROLE_BASELINE = "baseline"
@@ -26,17 +26,6 @@ HEARTBEAT_S, GRACE_S = 30, 90  # a killed machine's running trial is marked fail
 
 class TrialFailed(CompressorError):
     """A trial whose pipeline run produced no measurable artifact (kept in the study as failed)."""
-
-
-@dataclass
-class TuneContext:
-    recipe: Recipe
-    spec: TuneSpec
-    target: str
-    out: Path
-    base: dict             # the recipe as plain data, paths absolute
-    ranking: list[str]     # layers by quantization sensitivity, most sensitive first
-    target_options: dict
 
 
 def tune_spec(recipe: Recipe, trials: int | None = None, storage: str | None = None,
@@ -100,7 +89,7 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
     from compressor.flows.tune.report import build_report, write_report
 
     spec, target = tune_spec(recipe, trials, storage, study_name)
-    base = _base_dict(recipe)
+    base = base_dict(recipe)
     check_space(base, spec, target)
     out = Path(out)
     if spec.engine == "inc":
@@ -137,13 +126,6 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
         report = build_report(study, ctx, safe_url(url), name, time.perf_counter() - started, confirm=finished)
         write_report(out, report, ctx)
     return report
-
-
-def _base_dict(recipe: Recipe) -> dict:
-    from compressor.flows.tune.space import absolute_paths
-
-    d = recipe.model_dump(mode="json", exclude_none=True)
-    return absolute_paths(d, recipe.base_dir)
 
 
 def _prepare_out(out: Path) -> None:
