@@ -9,25 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from compressor.zoo.digits import WEIGHTS_PATH
+from recipes import digits_head
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "docs" / "ci" / "compressor-gate.yml"
-ZOO = WEIGHTS_PATH
-RECIPE = f"""\
-version: 1
-name: ci-digits
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {ZOO}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-data:
-  calibration: {{source: digits, split: train, limit: 64}}
-  evaluation: {{source: digits, split: test}}
+RECIPE = digits_head("ci-digits", outputs=False, calibration=64, evaluation=True) + """\
 steps:
-  - quantize: {{variants: [{{mode: static}}]}}
+  - quantize: {variants: [{mode: static}]}
 targets: [onnx]
-benchmark: {{runs: 40, warmup: 5, warmup_s: 0.05, memory: false}}
+benchmark: {runs: 40, warmup: 5, warmup_s: 0.05, memory: false}
 """
 BUDGETS = """\
 version: 1

@@ -11,6 +11,7 @@ import pytest
 
 from compressor.flows.cli import main
 from compressor.zoo.digits import WEIGHTS_PATH
+from recipes import DIGITS_MODEL
 
 ZOO = WEIGHTS_PATH
 FAST_BENCH = "benchmark: {runs: 5, warmup: 1, warmup_s: 0, memory: false}\n"
@@ -18,10 +19,6 @@ FAST_BENCH = "benchmark: {runs: 5, warmup: 1, warmup_s: 0, memory: false}\n"
 
 def recipe_text(model_lines: str, extra: str = "targets: [onnx]\n") -> str:
     return f"version: 1\nname: t\nmodel:\n{model_lines}{extra}{FAST_BENCH}"
-
-
-DIGITS_MODEL = (f"  factory: compressor.zoo.digits:digits_cnn\n  weights: {ZOO}\n"
-                "  inputs: [{name: pixels, shape: [1, 1, 8, 8]}]\n")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:

@@ -11,24 +11,15 @@ from compressor.fsutil import sha256
 from compressor.flows.run import run
 from compressor.config.recipe import load_recipe
 from compressor.zoo.digits import WEIGHTS_PATH
+from recipes import digits_head
 
 ZOO = WEIGHTS_PATH
-RECIPE = f"""\
-version: 1
-name: small
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {ZOO}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-  outputs: [logits]
-data:
-  calibration: {{source: digits, split: train, limit: 64}}
-  evaluation: {{source: digits, split: test, limit: 200}}
+RECIPE = digits_head("small", calibration=64, evaluation=200) + """\
 steps:
   - quantize:
-      variants: [{{mode: static}}, {{mode: fp16}}]
+      variants: [{mode: static}, {mode: fp16}]
 targets: [onnx]
-benchmark: {{batch_sizes: [1, 4], runs: 5, warmup: 1, warmup_s: 0, memory: false}}
+benchmark: {batch_sizes: [1, 4], runs: 5, warmup: 1, warmup_s: 0, memory: false}
 """
 
 
@@ -79,7 +70,46 @@ def test_fp32_row_matches_pytorch_tightly(report):
 def test_int8_row_compares_against_fp32_size(report):
     row = report["artifacts"][1]
     assert row["size_ratio_vs_fp32"] <= 0.35
-    assert row["speedup_vs_fp32"] > 0
+
+
+def _latency(row: dict, batch: int) -> dict:
+    return next(lat for lat in row["metrics"]["latency"] if lat["batch"] == batch)
+
+
+def test_speedup_is_fp32_p50_over_each_rows_p50_at_the_reports_batch(report, run_dir):
+    from benchmarks.stats import significantly_slower
+
+    batch = report["benchmark"]["batch_sizes"][0]
+    assert batch == 1
+    fp32, *others = report["artifacts"]
+    # fp32 is the baseline: no ratio against itself in the JSON, exactly 1.00x in the table.
+    assert fp32["label"] == "fp32" and "speedup_vs_fp32" not in fp32 and "slower_than_fp32" not in fp32
+    lines = (run_dir / "report.md").read_text().splitlines()
+    header = next([c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| artifact"))
+    table = {cells[0]: dict(zip(header, cells)) for cells in
+             ([c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| onnx/"))
+             if len(cells) == len(header)}
+    assert table["onnx/fp32"]["speedup"] == "1.00x" and table["onnx/fp32"]["status"] == "ok"
+    base = _latency(fp32, batch)
+    assert [r["label"] for r in others] == ["int8-static", "fp16"]
+    for row in others:
+        lat = _latency(row, batch)
+        speedup = base["p50_ms"] / lat["p50_ms"]
+        assert row["speedup_vs_fp32"] == pytest.approx(speedup, rel=1e-9), row["name"]
+        assert row["size_ratio_vs_fp32"] == pytest.approx(row["metrics"]["size_bytes"] / fp32["metrics"]["size_bytes"])
+        slower = speedup < 0.97 and significantly_slower(lat["samples_ms"], base["samples_ms"])
+        assert row.get("slower_than_fp32", False) is slower, row["name"]
+        assert table[row["name"]]["speedup"] == f"{speedup:.2f}x"
+        assert table[row["name"]]["status"] == ("⚠ slower than fp32" if slower else "ok")
+        said = [n for n in row["notes"] if "fp32" in n]
+        if speedup >= 1.0:
+            assert said == []
+        elif slower:
+            assert said == [f"SLOWER than fp32 onnx ({speedup:.2f}x at batch {batch}): "
+                            "do not ship it for speed on this machine"]
+        else:
+            assert said == [f"no measurable speedup over fp32 onnx at batch {batch} "
+                            "(the difference is within the timing noise)"]
 
 
 def test_report_md_is_a_markdown_table_with_one_line_per_artifact(run_dir):

@@ -10,22 +10,12 @@ import pytest
 
 from compressor.flows.cli import main
 from compressor.zoo.digits import WEIGHTS_PATH
+from recipes import digits_head
 
 ZOO = WEIGHTS_PATH
-HEAD = f"""\
-version: 1
-name: pruned
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {ZOO}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-  outputs: [logits]
-data:
-  calibration: {{source: digits, split: train, limit: 64}}
-  evaluation: {{source: digits, split: test}}
-  train: {{source: digits, split: train}}
+HEAD = digits_head("pruned", calibration=64, evaluation=True, train=True) + """\
 targets: [onnx]
-benchmark: {{batch_sizes: [1], runs: 5, warmup: 1, warmup_s: 0, memory: false}}
+benchmark: {batch_sizes: [1], runs: 5, warmup: 1, warmup_s: 0, memory: false}
 """
 
 

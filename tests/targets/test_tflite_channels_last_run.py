@@ -9,26 +9,16 @@ import pytest
 
 from compressor.flows.cli import main
 from compressor.errors import InputShapeError
-from conftest import ZOO_WEIGHTS
+from recipes import digits_head
 from targets.base import Device
 from targets.tflite.runtime import LiteSession
 
-RECIPE = f"""
-version: 1
-name: nhwc
-model:
-  factory: compressor.zoo.digits:digits_cnn
-  weights: {ZOO_WEIGHTS}
-  inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-  outputs: [logits]
-data:
-  calibration: {{source: digits, split: train, limit: 128}}
-  evaluation: {{source: digits, split: test}}
+RECIPE = digits_head("nhwc", calibration=128, evaluation=True) + """\
 steps:
   - quantize:
-      variants: [{{mode: static}}, {{mode: fp16}}]
-targets: {{tflite: {{channels_last: true}}}}
-benchmark: {{threads: 1, batch_sizes: [1], warmup: 2, warmup_s: 0, runs: 5, memory: false}}
+      variants: [{mode: static}, {mode: fp16}]
+targets: {tflite: {channels_last: true}}
+benchmark: {threads: 1, batch_sizes: [1], warmup: 2, warmup_s: 0, runs: 5, memory: false}
 """
 
 

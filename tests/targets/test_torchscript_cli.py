@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from compressor.flows.cli import main
+from recipes import digits_head
 
 FAST = ["--runs", "5", "--warmup", "1", "--warmup-s", "0", "--no-isolate"]
 
@@ -111,23 +112,13 @@ def test_a_model_that_neither_traces_nor_scripts_fails_in_one_line_with_nothing_
 
 
 def test_recipe_run_exports_validates_and_benchmarks_torchscript(write_recipe, tmp_path):
-    zoo = (__import__("compressor.zoo", fromlist=["x"]).__path__[0])
-    recipe = write_recipe(f"""
-        version: 1
-        name: digits-ts
-        model:
-          factory: compressor.zoo.digits:digits_cnn
-          weights: {zoo}/digits_cnn.safetensors
-          inputs: [{{name: pixels, shape: [1, 1, 8, 8]}}]
-        data:
-          calibration: {{source: digits, split: train, limit: 128}}
-          evaluation: {{source: digits, split: test}}
-        steps:
-          - quantize:
-              variants: [{{mode: static}}, {{mode: fp16}}]
-        targets: {{torchscript: {{}}}}
-        benchmark: {{runs: 5, warmup: 1, warmup_s: 0, memory: false}}
-    """)
+    recipe = write_recipe(digits_head("digits-ts", outputs=False, calibration=128, evaluation=True) + """\
+steps:
+  - quantize:
+      variants: [{mode: static}, {mode: fp16}]
+targets: {torchscript: {}}
+benchmark: {runs: 5, warmup: 1, warmup_s: 0, memory: false}
+""")
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out), "--no-progress"]) == 0
     rows = {r["name"]: r for r in json.loads((out / "report.json").read_text())["artifacts"]}
