@@ -143,6 +143,24 @@ def run_job(job: dict) -> dict:
                                for l in latencies]}
 
 
+def alternating_medians_ms(s1, s2, feed: dict[str, np.ndarray], blocks: int = 5, runs: int = 10) -> tuple[float, float]:
+    """Median ms of two loaded sessions on the same feed, timed in alternating blocks so
+    that drift (another process, clock changes) hits both alike: for small differences
+    between two artifacts, where separate measurements minutes apart would drown them."""
+    for s in (s1, s2):
+        for _ in range(3):
+            s.run(feed)
+    t1: list[float] = []
+    t2: list[float] = []
+    for _ in range(blocks):
+        for s, acc in ((s1, t1), (s2, t2)):
+            for _ in range(runs):
+                t = time.perf_counter()
+                s.run(feed)
+                acc.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(t1)), 1e3 * float(np.median(t2))
+
+
 def refuse_untrusted(target, path: Path, trust: bool) -> None:
     if target.requires_trust and not trust:
         raise errors.ArtifactError(f"{path}: a {target.name} file can run code when it is loaded; refusing "

@@ -144,10 +144,12 @@ class Target(abc.ABC):
     float_op_kinds: tuple[str, ...] = ()            # op kinds int8 commonly breaks, kept in float
 
     @abc.abstractmethod
-    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
-               calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path,
+               options: "TargetOptions | dict[str, Any]", calibration: "Dataset | None",
+               base: Artifact | None = None) -> Artifact:
         """Write the artifact for `variant` (None = fp32) to `out` (a path without the
-        suffix); every file appears atomically or not at all. `base` is this target's
+        suffix); every file appears atomically or not at all. `options` is this target's
+        options model (see `options`). `base` is this target's
         fp32 artifact of the same model, which a lowering may start from."""
 
     @abc.abstractmethod
@@ -157,6 +159,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def open_session(self, path: Path, device: Device, threads: int) -> Session:
         """Load the artifact with this target's runtime on `device`."""
+
+    def options(self, given: "TargetOptions | dict[str, Any]") -> TargetOptions:
+        """This target's options: the recipe's (validated when it was read) as they are, a
+        plain mapping (a caller of the Python API) validated here."""
+        return given if isinstance(given, self.options_model) else self.options_model.model_validate(given)
 
     def open_artifact(self, artifact: Artifact, device: Device, threads: int) -> Session:
         """Load an artifact this target made, with what its export recorded (a signature)."""

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, WithJsonSchema, field_validator,
+                      model_validator)
 
 from compressor.config.budgets import BudgetsSpec
 from compressor.config.prune import PruneStep
@@ -139,7 +140,10 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec = DataSpec()
     steps: list[Step] = Field(default_factory=list)
-    targets: dict[str, dict[str, Any]] = Field(min_length=1, description="target name -> its options")
+    # Values: a mapping as written; read with the target registry, each becomes that
+    # target's validated options model (validated once, handed to the target as it is).
+    targets: dict[str, Annotated[Any, WithJsonSchema({"additionalProperties": True, "type": "object"})]] = Field(
+        min_length=1, description="target name -> its options")
     benchmark: BenchmarkSpec = BenchmarkSpec()
     validation: ValidationSpec = ValidationSpec()
     output: OutputSpec = OutputSpec()
@@ -231,7 +235,7 @@ def parse_recipe(text: str, filename: str = "<recipe>", base_dir: Path = Path(".
 
 def _check_targets(recipe: Recipe, root: yaml.Node, filename: str,
                    target_options: Mapping[str, type[BaseModel]]) -> None:
-    validated: dict[str, dict[str, Any]] = {}
+    validated: dict[str, BaseModel] = {}
     for name, opts in recipe.targets.items():
         if name not in target_options:
             hint = closest(name, target_options)
@@ -239,7 +243,7 @@ def _check_targets(recipe: Recipe, root: yaml.Node, filename: str,
             raise RecipeError(f"{filename}{line}: unknown target {name!r}{hint}; known targets: "
                               f"{', '.join(sorted(target_options))}")
         try:
-            validated[name] = target_options[name].model_validate(opts).model_dump()
+            validated[name] = target_options[name].model_validate(opts)  # validated once, kept typed
         except ValidationError as e:
             raise RecipeError(describe(e, root, filename, target_options[name], prefix=("targets", name))) from None
     object.__setattr__(recipe, "targets", validated)

@@ -44,11 +44,11 @@ class OnnxTarget(Target):
     symmetric_activation_lowering = True
     float_op_kinds = ONNX_CASUALTIES
 
-    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: "TargetOptions | dict",
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
         from targets.onnx.runtime import check_onnx_file, external_data_files
 
-        opts = OnnxOptions.model_validate(options)
+        opts = self.options(options)
         final = Path(f"{out}.onnx")
         external = opts.external_data
         if external is None:

@@ -36,7 +36,7 @@ class _Pt2Base(Target):
     calibration_methods = ("percentile",)  # no per-tensor alternative: its quantizer is per-channel only
     float_op_kinds = TORCH_CASUALTIES
 
-    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: "TargetOptions | dict",
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
         import time
 
@@ -45,7 +45,7 @@ class _Pt2Base(Target):
         from targets.pt2 import export as ex
         from targets.torch_archive import output_names_for, signature
 
-        opts = Pt2Options.model_validate(options)
+        opts = self.options(options)
         source = ex.unshare_stateless_modules(model.module) if variant is not None else model.module
         program, dynamic = ex.export_program(source, model, opts.dynamic_batch)
         meta: dict[str, Any] = {"exporter": f"torch.export {torch.__version__}", "dynamic_batch": dynamic}

@@ -43,11 +43,11 @@ class TFLiteTarget(Target):
     per_tensor_lowering = True
     float_op_kinds = TORCH_CASUALTIES
 
-    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: "TargetOptions | dict",
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
         from targets.tflite import convert, runtime
 
-        opts = TFLiteOptions.model_validate(options)
+        opts = self.options(options)
         from targets.tflite.keras import KerasModel, export_keras
 
         if isinstance(model, KerasModel):  # TensorFlow's converter instead of litert-torch

@@ -56,9 +56,9 @@ class KerasModel:
 def load_keras_model(spec: "ModelSpec", base_dir: Path, options: dict, variants: list["QuantVariant"]) -> KerasModel:
     """Check what the recipe asks of a Keras source, then load it (TensorFlow's import takes
     seconds, so every check that can fail comes first)."""
-    from targets.tflite import TFLiteOptions
+    from targets.tflite import TFLiteTarget
 
-    if TFLiteOptions.model_validate(options).channels_last:
+    if TFLiteTarget().options(options).channels_last:
         raise RecipeError("targets.tflite.channels_last: a Keras model is converted in its own layout (Keras is "
                           "channels-last already); drop 'channels_last'")
     for variant in variants:

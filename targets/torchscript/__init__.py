@@ -44,7 +44,7 @@ class TorchScriptTarget(Target):
     symmetric_activation_lowering = True
     float_op_kinds = TORCH_CASUALTIES
 
-    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: dict[str, Any],
+    def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: "TargetOptions | dict",
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
         import torch
 
@@ -53,7 +53,7 @@ class TorchScriptTarget(Target):
         from targets.torchscript.quantize import dynamic_int8, static_int8
         from targets.torchscript.runtime import resolve_engine
 
-        opts = TorchScriptOptions.model_validate(options)
+        opts = self.options(options)
         example = model.example_inputs(batch=2)  # not 1: a size-1 axis can be baked in as a broadcast
         meta: dict[str, Any] = {}
         source, atol, engine = model.module, 1e-4, None

@@ -22,14 +22,14 @@ def parse(text: str):
 def test_target_list_shorthand_means_default_options():
     recipe = parse(MINIMAL + "targets: [onnx]\n")
     assert list(recipe.targets) == ["onnx"]
-    assert recipe.targets["onnx"]["dynamic_batch"] is True
-    assert recipe.targets["onnx"]["external_data"] is None
+    assert recipe.targets["onnx"].dynamic_batch is True
+    assert recipe.targets["onnx"].external_data is None
 
 
 def test_target_options_are_validated_and_kept():
     recipe = parse(MINIMAL + "targets: {onnx: {external_data: true, opset: 18}}\n")
-    assert recipe.targets["onnx"]["external_data"] is True
-    assert recipe.targets["onnx"]["opset"] == 18
+    assert recipe.targets["onnx"].external_data is True
+    assert recipe.targets["onnx"].opset == 18
 
 
 def test_misspelt_key_names_key_line_and_closest_valid_key():

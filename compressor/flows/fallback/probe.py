@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from benchmarks.harness import alternating_medians_ms
 from compressor.config.quantize import FallbackSpec, QuantVariant
 from compressor.errors import CompressorError, DataError, RecipeError, first_line
 from compressor.qat.quantizers import release_model_caches
@@ -85,7 +86,7 @@ class Prober:
 
     def export(self, float_layers: list[str], low: Lowering, folder: Path) -> "Artifact":
         return self.target.export(self.model, self.variant_for(float_layers, low), folder / self.stem,
-                                  {**self.options, **low.options}, self.calibration, base=self.base)
+                                  self.target.options(self.options).model_copy(update=low.options), self.calibration, base=self.base)
 
     def _score(self, res: Probe, art) -> None:
         from targets.validate import validate_artifact
@@ -174,7 +175,7 @@ def latency_costs(probe: Prober, found: Probe, float_layers: list[str], low: Low
             costs[name] = None
             continue
         sess = probe.target.open_session(other.path, Device(), probe.threads)
-        a, b = _alternate(chosen, sess, feed)
+        a, b = alternating_medians_ms(chosen, sess, feed)
         costs[name] = round(a - b, 4)
         del sess
     return costs
@@ -186,18 +187,3 @@ def _export_only(probe: Prober, float_layers: list[str], low: Lowering):
         return probe.export(float_layers, low, folder)
     except Exception:
         return None
-
-
-def _alternate(s1, s2, feed: dict, blocks: int = 5, runs: int = 10) -> tuple[float, float]:
-    """Median ms of each session, timed in alternating blocks (drift hits both alike)."""
-    for s in (s1, s2):
-        for _ in range(3):
-            s.run(feed)
-    t1, t2 = [], []
-    for _ in range(blocks):
-        for s, acc in ((s1, t1), (s2, t2)):
-            for _ in range(runs):
-                t = time.perf_counter()
-                s.run(feed)
-                acc.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(t1)), 1e3 * float(np.median(t2))
