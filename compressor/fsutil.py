@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,17 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def make_dirs(path: Path) -> None:
+    """mkdir -p, with a one-line reason when a part of the path is a file."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(p))
+            break
+    path.mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -20,8 +32,11 @@ def atomic_path(final: Path) -> Iterator[Path]:
     POSIX. On any exception the temporary file is removed and `final` is untouched.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    make_dirs(final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name[:200]}.", suffix=".part", dir=final.parent)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(final)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -29,6 +44,11 @@ def atomic_path(final: Path) -> Iterator[Path]:
         # mkstemp makes the file owner-only; give it the mode any other new file would get.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.filename in (None, str(tmp_path)) and e.errno is not None:  # name the file the user knows
+            raise type(e)(e.errno, e.strerror, str(final)) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -42,12 +62,22 @@ def staging_dir(parent: Path, name: str) -> Iterator[Path]:
     move the finished files out with `publish`.
     """
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(parent)
     scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=parent))
     try:
         yield scratch
+    except OSError as e:
+        raise _named(e, parent / name) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """A write error that names the file (a full disk shows up at write() or close(),
+    where Python's error carries no file name)."""
+    if e.filename or e.errno is None:
+        return e
+    return type(e)(e.errno, e.strerror, str(path))
 
 
 def publish(files: dict[Path, Path]) -> None:
@@ -64,6 +94,21 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+# Below this much free space a failed write is most likely the disk's fault.
+LOW_SPACE = 8 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the filesystem holding `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ Heavy libraries (torch, onnxruntime) are imported inside the subcommands, so tha
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import sys
 import warnings
@@ -138,6 +139,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("compressor: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("compressor: error: out of memory; use smaller batch sizes or input shapes, or fewer samples",
+              file=sys.stderr)
+        return 2
+    except Exception as e:
+        return _unexpected(e)
+
+
+def _unexpected(e: Exception) -> int:
+    """A full disk is the user's to fix (exit 2); anything else is a bug of ours, shown
+    with its traceback and exit code 3 (1 means "over budget", and a bug must not read so)."""
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+        where = f" while writing {e.filename}" if e.filename else ""
+        print(f"compressor: error: no space left on the device{where}; free some space or choose another "
+              "--out (nothing half-written was left)", file=sys.stderr)
+        return 2
+    if isinstance(e, OSError) and e.errno in _PLACE and e.filename:
+        # A path of the user's that cannot be written: read-only, not a folder, too long.
+        print(f"compressor: error: {e.filename}: {(e.strerror or 'cannot be written').lower()}; choose another "
+              "path or fix its permissions", file=sys.stderr)
+        return 2
+    import traceback
+
+    traceback.print_exc()
+    print("compressor: internal error (a bug, not your mistake): please report it with the traceback above",
+          file=sys.stderr)
+    return 3
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_PLACE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
 
 
 def _load(path: Path):

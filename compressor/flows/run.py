@@ -17,8 +17,8 @@ from compressor.config.quantize import QuantVariant
 from compressor.config.recipe import Recipe
 from compressor.data import Dataset, load_dataset
 from compressor.errors import CompressorError, FidelityError
-from compressor.flows.rundir import eval_file, manifest, prepare_run_dir, run_dir_for
-from compressor.fsutil import write_json, write_text
+from compressor.flows.rundir import RunDir, eval_file, manifest, open_run_dir, run_dir_for
+from compressor.fsutil import LOW_SPACE, free_bytes, write_json, write_text
 from compressor.model import load_model
 from compressor.reference import Reference, reference_for
 
@@ -49,47 +49,59 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     (the others return None). `resume` continues QAT from the run directory's checkpoints."""
     from compressor.distributed import init_from_env
     import targets
-    from benchmarks.harness import BenchConfig, measure
-    from compressor.flows.qat import qat_variants
-    from targets.layout import layout_of
+    from benchmarks.harness import BenchConfig
 
     out = run_dir_for(recipe, out)
     target_objs = {name: targets.get(name) for name in recipe.targets}
     world = init_from_env()
+    # Everything a user can get wrong in the model and data is read before the run
+    # directory is touched.
     model = _load_source(recipe)
-    if world.is_main:
-        prepare_run_dir(out, overwrite or recipe.output.overwrite or resume)
     data = recipe.data
     calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir) if data.calibration else None
     evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
-    dense, pruned = model, []
-    if recipe.prune_steps:  # before export: every target's artifacts come from the pruned model
-        from compressor.flows.prune import apply_prune_steps
+    train = None
+    if (recipe.prune_steps or recipe.qat_steps) and data.train:
+        train = load_dataset(data.train, model.inputs, recipe.base_dir)
+    taken = (open_run_dir(out, recipe.name, overwrite or recipe.output.overwrite, resume) if world.is_main
+             else contextlib.nullcontext())
+    with taken as rundir:
+        dense, pruned = model, []
+        if recipe.prune_steps:  # before export: every target's artifacts come from the pruned model
+            from compressor.flows.prune import apply_prune_steps
 
-        train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
-        model, pruned = apply_prune_steps(recipe, model, train, evaluation, show_progress)
-    qat = None
-    if recipe.qat_steps:
-        from compressor.flows.qat import apply_qat_steps
+            model, pruned = apply_prune_steps(recipe, model, train, evaluation, show_progress)
+        qat = None
+        if recipe.qat_steps:
+            from compressor.flows.qat import apply_qat_steps
 
-        train = load_dataset(data.train, model.inputs, recipe.base_dir) if data.train else None
-        qat = apply_qat_steps(recipe, model, train, evaluation, out, resume, world, show_progress)
-    if not world.is_main:
-        return None
+            qat = apply_qat_steps(recipe, model, train, evaluation, out, resume, world, show_progress)
+        if not world.is_main:
+            return None
+        ctx = _Run(recipe, out, model, reference_for(model, evaluation, recipe.validation.samples), calibration,
+                   evaluation, BenchConfig.from_spec(recipe.benchmark, trust=True),  # the run made these itself
+                   qat, say=lambda msg: None)
+        return _export_measure_report(ctx, rundir, target_objs, dense, pruned, show_progress, console, baseline)
+
+
+def _export_measure_report(ctx: _Run, rundir: RunDir, target_objs: dict, dense, pruned: list, show_progress: bool,
+                           console, baseline: Path | None) -> dict:
+    from benchmarks.harness import measure
+    from compressor.flows.qat import qat_variants
+    from targets.layout import layout_of
+
+    recipe = ctx.recipe
     variants: list[QuantVariant | None] = [None, *recipe.quant_variants]
     rows: list[ArtifactRow] = []
     failures: list[CompressorError] = []
-
-    with _progress(show_progress, console) as progress, eval_file(evaluation) as eval_npz:
-        task = progress.add_task("export", total=sum(len(variants) + len(qat_variants(qat, t)) for t in target_objs) * 2)
-        # Validation compares artifacts with the model they were exported from (the pruned one).
-        ctx = _Run(recipe, out, model, reference_for(model, evaluation, recipe.validation.samples), calibration,
-                   evaluation, BenchConfig.from_spec(recipe.benchmark, trust=True),  # the run made these itself
-                   qat, say=lambda msg: progress.update(task, description=msg))
+    with _progress(show_progress, console) as progress, eval_file(ctx.evaluation) as eval_npz:
+        task = progress.add_task("export", total=sum(len(variants) + len(qat_variants(ctx.qat, t))
+                                                     for t in target_objs) * 2)
+        ctx.say = lambda msg: progress.update(task, description=msg)
         done: list[tuple[ArtifactRow, object]] = []
         for tname, target in target_objs.items():
             base = None
-            for variant in [*variants, *qat_variants(qat, tname)]:
+            for variant in [*variants, *qat_variants(ctx.qat, tname)]:
                 row, artifact, error = _export_and_validate(ctx, tname, target, variant, base)
                 rows.append(row)
                 if error is not None:
@@ -103,7 +115,13 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
                 done.append((row, artifact))
         for row, artifact in done:
             progress.update(task, description=f"benchmark {row.name}")
-            row.metrics = measure(artifact.path, ctx.bench, eval_npz, layout_of(artifact.meta)).to_json()
+            try:
+                row.metrics = measure(artifact.path, ctx.bench, eval_npz, layout_of(artifact.meta)).to_json()
+            except CompressorError as e:  # this artifact cannot be measured; the others still are
+                for f in artifact.files:
+                    f.unlink(missing_ok=True)
+                row.fail("failed", f"measuring failed: {e}")
+                failures.append(e)
             progress.advance(task)
         if pruned:
             from compressor.flows.prune import measure_dense
@@ -114,14 +132,14 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
         row.notes.extend(n for r in pruned for n in r.notes if n not in row.notes)
 
     report = _report(ctx, rows, pruned, dense_metrics if pruned else None)
-    _write(ctx, report, rows)
+    over_budget = _write(ctx, rundir, report, rows, baseline)
     if failures:
         more = f" ({len(failures) - 1} more in report.json)" if len(failures) > 1 else ""
         err = type(failures[0])(str(failures[0]) + more)
         err.report = report  # the CLI still shows what did work
         raise err
-    if recipe.budgets is not None:
-        _gate(recipe, report, out, baseline)
+    if over_budget is not None:
+        raise over_budget
     return report
 
 
@@ -165,8 +183,9 @@ def _export_and_validate(ctx: _Run, tname: str, target, variant: QuantVariant | 
         else:
             artifact = target.export(src, variant, dest, options, ctx.calibration, base=base)
     except CompressorError as e:
+        e = _disk_full_noted(e, ctx.out)
         if variant is None:
-            raise  # nothing else of this target can be built
+            raise e from None  # nothing else of this target can be built
         row.fail("failed", str(e))
         return row, None, e
     row.file, row.export = str(artifact.path.relative_to(ctx.out)), artifact.meta
@@ -181,6 +200,19 @@ def _export_and_validate(ctx: _Run, tname: str, target, variant: QuantVariant | 
         row.fail("failed", str(e))
         return row, None, e
     return row, artifact, None
+
+
+def _disk_full_noted(e: CompressorError, out: Path) -> CompressorError:
+    """Some writers (onnxruntime's quantizer among them) do not check their writes: on a
+    full disk they leave a truncated file and fail later on reading it back, with a
+    message that does not say why. When the disk is nearly full, the error says so."""
+    free = free_bytes(out)
+    if free is None or free >= LOW_SPACE:
+        return e
+    noted = type(e)(f"{e} (only {free // 1024} KB are free on the device holding {out}: a full disk makes "
+                    "writers fail like this; free some space or choose another --out)")
+    noted.__dict__.update(e.__dict__)
+    return noted
 
 
 def _report(ctx: _Run, rows: list[ArtifactRow], pruned: list, dense_metrics: dict | None) -> dict:
@@ -216,15 +248,26 @@ def _report(ctx: _Run, rows: list[ArtifactRow], pruned: list, dense_metrics: dic
     return report
 
 
-def _write(ctx: _Run, report: dict, rows: list[ArtifactRow]) -> None:
-    """report.json, report.md, the manifest and report.html, each written atomically."""
+def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
+           baseline: Path | None) -> CompressorError | None:
+    """The reports, the gate's files (with budgets), then the manifest listing all of them,
+    each written atomically; then the run is complete. Returns the gate's verdict when a
+    budget does not hold (raised by the caller, after the directory is complete)."""
     from benchmarks import report as reports
     from benchmarks.html import write_html
 
     write_json(ctx.out / "report.json", report)
     write_text(ctx.out / "report.md", reports.to_markdown(report))
-    write_json(ctx.out / "manifest.json", manifest(ctx.recipe, ctx.out, [r.to_json() for r in rows]))
     write_html(ctx.out / "report.html", report)
+    verdict = None
+    if ctx.recipe.budgets is not None:
+        try:
+            _gate(ctx.recipe, report, ctx.out, baseline)
+        except CompressorError as e:
+            verdict = e
+    write_json(ctx.out / "manifest.json", manifest(ctx.recipe, ctx.out, [r.to_json() for r in rows]))
+    rundir.finish()
+    return verdict
 
 
 def _load_source(recipe: Recipe):

@@ -1,21 +1,42 @@
-"""The run directory: where a run writes, what it may overwrite, and its manifest (the
-sha256 of every artifact file, library versions, the machine and the recipe)."""
+"""The run directory: where a run writes, what it may remove, its lock and its manifest
+(the sha256 of every file it wrote, library versions, the machine and the recipe).
+
+A run directory is ours when it carries the marker `.compressor-run.json` (or, from runs
+before the marker, a compressor manifest). The marker records which names the run
+writes, so that `--overwrite` removes only those and refuses a directory holding anything
+else. While a run works in it, the directory is locked (`.compressor.lock`, an advisory
+lock: a second run gets one line naming the holder's pid) and carries `INCOMPLETE`; the
+manifest is written last, after every other file, and then `INCOMPLETE` goes. A run that
+fails removes what it wrote except QAT checkpoints (which `--resume` continues from); a
+run that is killed leaves `INCOMPLETE`, and the next run into the directory cleans up.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
+import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from compressor import sysinfo
 from compressor.config.recipe import Recipe
 from compressor.data import Dataset
-from compressor.errors import RecipeError
-from compressor.fsutil import sha256
+from compressor.errors import RecipeError, first_line
+from compressor.fsutil import sha256, write_json, write_text
 
 MANIFEST_SCHEMA_VERSION = 1
+MARKER = ".compressor-run.json"
+LOCK = ".compressor.lock"
+INCOMPLETE = "INCOMPLETE"
+# What a run writes at the top of its directory (the gate files only with budgets).
+REPORT_FILES = ("report.json", "report.md", "report.html", "gate.xml", "gate.json", "gate.md")
+_META = (MARKER, LOCK, INCOMPLETE, "manifest.json")
+_DEBRIS = (".staging", ".part")   # atomic writes in flight (compressor.fsutil)
 
 
 def run_dir_for(recipe: Recipe, out: Path | None) -> Path:
@@ -24,24 +45,210 @@ def run_dir_for(recipe: Recipe, out: Path | None) -> Path:
     return recipe.resolve(recipe.output.dir) if recipe.output.dir else Path("runs") / recipe.name
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """An empty directory, or a previous run's when overwriting is allowed. A directory
-    that is not a run of ours is never emptied."""
+@dataclass
+class RunDir:
+    """A locked run directory this process is writing."""
+
+    path: Path
+    marker: dict
+    created: bool                   # the directory did not exist before this run
+    _lock: int = field(repr=False, default=-1)
+
+    def finish(self) -> None:
+        """Everything is written (the manifest last): the run is complete."""
+        self.marker["state"] = "complete"
+        self.marker["finished"] = _now()
+        write_json(self.path / MARKER, self.marker)
+        (self.path / INCOMPLETE).unlink(missing_ok=True)
+
+    def _failed(self, reason: str) -> None:
+        """Remove what this run wrote, except QAT checkpoints; when nothing is left,
+        leave the directory as it was found (gone, if this run made it)."""
+        _remove_ours(self.path, self.marker, keep_checkpoints=True)
+        if _files_under(self.path / "checkpoints"):
+            self.marker.update(state="failed", reason=reason, finished=_now())
+            write_json(self.path / MARKER, self.marker)
+            write_text(self.path / INCOMPLETE, f"This run failed: {reason}\nIts QAT checkpoints are kept: rerun "
+                       "with --resume to continue from them, or with --overwrite to start over.\n")
+            return
+        for name in (MARKER, INCOMPLETE):
+            (self.path / name).unlink(missing_ok=True)
+        _release(self)
+        (self.path / LOCK).unlink(missing_ok=True)
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+
+@contextlib.contextmanager
+def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: bool = False) -> Iterator[RunDir]:
+    """Take `out` for a run: check that it is free or ours, lock it, remove what a
+    previous run left (keeping QAT checkpoints when resuming), mark it incomplete. On an
+    exception the run's files are removed again (see `RunDir._failed`)."""
+    out = Path(out)
+    _check_place(out)
+    previous = _inspect(out)            # read-only: a foreign directory is refused untouched
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    rd = RunDir(out, marker={}, created=created)
+    try:
+        rd._lock = _acquire(out)
+        previous = _inspect(out)        # again, now that no other run can change it
+        if previous is not None:
+            _may_replace(out, previous, overwrite, resume)
+            _remove_ours(out, previous, keep_checkpoints=resume)
+        rd.marker = {"tool": "compressor", "kind": "run", "state": "running", "pid": os.getpid(),
+                     "started": _now(), "owns": [f"artifacts/{recipe_name}."]}
+        write_json(out / MARKER, rd.marker)
+        write_text(out / INCOMPLETE, f"This run has not finished (pid {os.getpid()}, started {rd.marker['started']}"
+                   "). If that process is gone it was interrupted: its files are partial, and the next run into "
+                   "this directory removes them.\n")
+    except BaseException:
+        _release(rd)
+        if created:
+            with contextlib.suppress(OSError):
+                (out / LOCK).unlink()
+                out.rmdir()
+        raise
+    try:
+        yield rd
+    except BaseException as e:
+        if rd.marker.get("state") != "complete":
+            rd._failed(first_line(e))
+        raise
+    else:
+        if rd.marker.get("state") != "complete":
+            rd._failed("the run stopped before it finished")
+    finally:
+        _release(rd)
+
+
+def _check_place(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RecipeError(f"run directory {out} is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise RecipeError(f"run directory {out} is not empty; pass --overwrite or choose another --out")
-        if not any((out / n).exists() for n in ("manifest.json", "artifacts", "checkpoints")):
-            raise RecipeError(f"run directory {out} holds files that are not a compressor run; "
-                              "refusing to overwrite it, choose another --out")
-        shutil.rmtree(out / "artifacts", ignore_errors=True)
-        for name in ("report.json", "report.md", "manifest.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RecipeError(f"cannot make run directory {out}: {parent} is a file; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK) and not out.exists():
+                raise RecipeError(f"cannot make run directory {out}: {parent} is not writable; choose another --out")
+            break
+
+
+def _inspect(out: Path) -> dict | None:
+    """The marker of the run in `out` (None when `out` is missing or empty). Refuses,
+    touching nothing, a directory holding a file no run of ours wrote."""
+    if not out.is_dir() or all(p.name == LOCK for p in out.iterdir()):
+        return None
+    marker = _read_marker(out)
+    if marker is None:
+        raise RecipeError(f"run directory {out} holds files that are not a compressor run; refusing to use or "
+                          "overwrite it: choose another --out")
+    foreign = [p for p in sorted(out.rglob("*"))
+               if (p.is_symlink() or not p.is_dir()) and not _is_ours(out, p, marker)]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise RecipeError(f"run directory {out} holds {foreign[0].relative_to(out)}{more}, which no compressor run "
+                          "wrote; refusing to overwrite it: move it out or choose another --out")
+    return marker
+
+
+def _read_marker(out: Path) -> dict | None:
+    for name in (MARKER, "manifest.json"):
+        try:
+            data = json.loads((out / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if name == MARKER and isinstance(data, dict) and data.get("tool") == "compressor":
+            return data
+        if name == "manifest.json" and isinstance(data, dict) and data.get("schema") == "compressor.manifest":
+            # A run from before the marker: it owns exactly the files its manifest lists.
+            owns = [a["file"] for a in data.get("artifacts", []) if isinstance(a, dict) and isinstance(a.get("file"), str)]
+            return {"tool": "compressor", "kind": "run", "state": "complete", "owns": owns, "exact": True}
+    # From before the marker too: a QAT run interrupted in training holds only its checkpoints.
+    interrupted = {"tool": "compressor", "kind": "run", "state": "interrupted", "owns": [], "exact": True}
+    files = [p for p in out.rglob("*") if (p.is_symlink() or not p.is_dir()) and p != out / LOCK]
+    if files and all(p.relative_to(out).parts[0] == "checkpoints" and _is_ours(out, p, interrupted) for p in files):
+        return interrupted
+    return None
+
+
+def _is_ours(out: Path, path: Path, marker: dict) -> bool:
+    rel = path.relative_to(out).as_posix()
+    top, _, rest = rel.partition("/")
+    if any(part.endswith(_DEBRIS) for part in rel.split("/")):
+        return True
+    if not rest:
+        return rel in REPORT_FILES or rel in _META
+    if top == "checkpoints":
+        return "/" not in rest and rest.startswith("qat-") and rest.endswith(".pt")
+    owns = [str(o) for o in marker.get("owns", [])]
+    return rel in owns if marker.get("exact") else any(rel.startswith(o) for o in owns)
+
+
+def _may_replace(out: Path, marker: dict, overwrite: bool, resume: bool) -> None:
+    if overwrite or resume:
+        return
+    if marker.get("state") == "complete":
+        raise RecipeError(f"run directory {out} holds a finished run; pass --overwrite to replace it or choose "
+                          "another --out")
+    if _files_under(out / "checkpoints"):
+        raise RecipeError(f"run directory {out} holds an unfinished run with QAT checkpoints; pass --resume to "
+                          "continue it or --overwrite to start over")
+    # An interrupted run without checkpoints: nothing of it is worth keeping.
+
+
+def _remove_ours(out: Path, marker: dict, keep_checkpoints: bool) -> None:
+    for path in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = path.relative_to(out)
+        if rel.parts[0] == "checkpoints" and keep_checkpoints and not rel.name.endswith(_DEBRIS):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if path.name.endswith(".staging"):
+                shutil.rmtree(path, ignore_errors=True)
+            elif str(rel) in ("artifacts", "checkpoints"):
+                with contextlib.suppress(OSError):
+                    path.rmdir()  # only when emptied: a folder of the user's inside stays
+        elif path.name not in (MARKER, LOCK) and _is_ours(out, path, marker):
+            path.unlink(missing_ok=True)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(_DEBRIS)] if folder.is_dir() else []
+
+
+def _acquire(out: Path) -> int:
+    import fcntl
+
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RecipeError(f"run directory {out} is in use by another compressor run (pid {holder}); wait for it "
+                          "to finish or choose another --out") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as e:
+        os.close(fd)
+        raise OSError(e.errno, e.strerror, str(out / LOCK)) from None
+    return fd
+
+
+def _release(rd: RunDir) -> None:
+    if rd._lock >= 0:
+        os.close(rd._lock)  # closing the descriptor drops the flock
+        rd._lock = -1
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
+    """Written last: every artifact file and every report file, with its digest."""
     files = []
     for r in rows:
         if r.get("file"):
@@ -49,6 +256,8 @@ def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
             for f in [main, *sorted(main.parent.glob(main.name + ".data"))]:
                 files.append({"file": str(f.relative_to(out)), "artifact": r["name"], "bytes": f.stat().st_size,
                               "sha256": sha256(f)})
+    reports = [{"file": n, "bytes": (out / n).stat().st_size, "sha256": sha256(out / n)}
+               for n in REPORT_FILES if (out / n).is_file()]
     weights = recipe.model.weights or recipe.model.program or recipe.model.keras
     model_file = recipe.resolve(weights) if weights else None
     return {
@@ -58,7 +267,8 @@ def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
         "model": {"source": recipe.model.factory or str(recipe.model.program or recipe.model.keras),
                   "file": str(model_file) if model_file else None,
                   "sha256": sha256(model_file) if model_file and model_file.is_file() else None},
-        "artifacts": files, "libraries": sysinfo.library_versions(), "machine": sysinfo.machine(),
+        "artifacts": files, "reports": reports, "libraries": sysinfo.library_versions(),
+        "machine": sysinfo.machine(),
     }
 
 

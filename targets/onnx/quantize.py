@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -84,13 +86,27 @@ def _static(src: Path, dst: Path, v: QuantVariant, calibration: Dataset | None, 
 def preprocess(src: Path, work: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = work / "pre.onnx"
-    try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-    except Exception:
-        # Symbolic shape inference does not know every op; the plain ONNX one suffices.
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    src, pre = Path(src).absolute(), Path(work).absolute() / "pre.onnx"
+    # When symbolic shape inference stops short, onnxruntime saves its partial model
+    # (`sym_shape_infer_temp.onnx` and its external data) into the working directory
+    # before raising: run it from the scratch folder so that nothing lands in the user's.
+    with _working_dir(pre.parent):
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        except Exception:
+            # Symbolic shape inference does not know every op; the plain ONNX one suffices.
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     return pre
+
+
+@contextlib.contextmanager
+def _working_dir(path: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def calibration_method(v: QuantVariant):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError, RecipeError, first_line
+from compressor.fsutil import write_json
 from compressor.config.recipe import Recipe
 from compressor.config.tune import TuneSpec
 from compressor.flows.tune.context import TuneContext, base_dict
@@ -128,13 +129,25 @@ def run_tune(recipe: Recipe, out: Path, trials: int | None = None, storage: str 
     return report
 
 
+TUNE_MARKER = ".compressor-tune.json"
+
+
 def _prepare_out(out: Path) -> None:
+    """A new directory, or one of ours (its marker, or from before the marker its study or
+    tune.json): rerunning continues the study there. Nothing in it is ever deleted."""
     if out.exists() and not out.is_dir():
         raise RecipeError(f"tune directory {out} is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "trials").is_dir() and not (out / "study.db").exists() \
-            and not (out / "tune.json").exists():
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RecipeError(f"cannot make tune directory {out}: {parent} is a file; choose another --out")
+            break
+    ours = any((out / n).exists() for n in (TUNE_MARKER, "study.db", "tune.json"))
+    if out.is_dir() and any(out.iterdir()) and not ours:
         raise RecipeError(f"tune directory {out} holds files that are not a study of ours; choose another --out")
     (out / "trials").mkdir(parents=True, exist_ok=True)
+    if not (out / TUNE_MARKER).exists():
+        write_json(out / TUNE_MARKER, {"tool": "compressor", "kind": "tune"})
 
 
 def _open_study(store, name: str, spec: TuneSpec):

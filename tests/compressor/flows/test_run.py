@@ -38,7 +38,7 @@ def report(run_dir) -> dict:
 
 def test_run_writes_reports_manifest_and_only_the_artifacts(run_dir):
     assert {p.name for p in run_dir.iterdir()} == {"report.json", "report.md", "report.html", "manifest.json",
-                                                  "artifacts"}
+                                                  "artifacts", ".compressor-run.json", ".compressor.lock"}
     assert sorted(p.name for p in (run_dir / "artifacts").iterdir()) == [
         "small.fp16.onnx", "small.fp32.onnx", "small.int8-static.onnx"]
 
@@ -138,7 +138,7 @@ def test_a_second_run_into_the_same_dir_needs_overwrite(run_dir):
     from compressor.errors import RecipeError
 
     recipe = load_recipe(run_dir.parent / "small.yaml", targets.option_models())
-    with pytest.raises(RecipeError, match="not empty; pass --overwrite"):
+    with pytest.raises(RecipeError, match="holds a finished run; pass --overwrite"):
         run(recipe, run_dir, show_progress=False)
 
 
