@@ -27,9 +27,11 @@ TORCH_CASUALTIES = ("Hardsigmoid", "Hardswish", "Sigmoid", "SiLU", "Softmax", "L
 
 
 class TargetOptions(BaseModel):
-    """Options a target accepts under `targets: {NAME: {...}}` in a recipe."""
+    """Options a target accepts under `targets: {NAME: {...}}` in a recipe. Strict: no
+    unknown keys, no coercion (`dynamic_batch: 1` is not true, `opset: true` not 1), no
+    .inf or .nan."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

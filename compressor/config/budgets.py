@@ -14,49 +14,61 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Literal
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from compressor.config.strict import Strict
+from compressor.config.strict import MAX_BATCH, Bool, Bytes, Float, Int, Strict, UserPath, Version
+
+MAX_BYTES = 2**50  # a PiB: past every artifact and disk
+MAX_MS = 3_600_000.0  # an hour per inference
+MAX_PERCENT = 100_000.0  # a regression of 1000x
 
 
 class Limits(Strict):
     # absolute
-    max_size: ByteSize | None = Field(None, description="bytes on disk, all files of the artifact")
-    max_gzip_size: ByteSize | None = Field(None, description="bytes after gzip")
-    max_p50_ms: float | None = Field(None, gt=0)
-    max_p90_ms: float | None = Field(None, gt=0)
-    max_p99_ms: float | None = Field(None, gt=0)
-    min_accuracy: float | None = Field(None, ge=0, le=100, description="percent")
-    max_accuracy_drop: float | None = Field(None, ge=0, le=100, description="points below the PyTorch fp32 model")
-    min_cosine: float | None = Field(None, ge=-1, le=1, description="mean output cosine against the reference")
+    max_size: Bytes | None = Field(None, le=MAX_BYTES, description="bytes on disk, all files of the artifact")
+    max_gzip_size: Bytes | None = Field(None, le=MAX_BYTES, description="bytes after gzip")
+    max_p50_ms: Float | None = Field(None, gt=0, le=MAX_MS, description="milliseconds")
+    max_p90_ms: Float | None = Field(None, gt=0, le=MAX_MS, description="milliseconds")
+    max_p99_ms: Float | None = Field(None, gt=0, le=MAX_MS, description="milliseconds")
+    min_accuracy: Float | None = Field(None, ge=0, le=100, description="percent")
+    max_accuracy_drop: Float | None = Field(None, ge=0, le=100, description="points below the PyTorch fp32 model")
+    min_cosine: Float | None = Field(None, ge=-1, le=1, description="mean output cosine against the reference")
     # relative to the fp32 artifact of the same target, same run
-    min_speedup: float | None = Field(None, gt=0)
-    max_size_ratio: float | None = Field(None, gt=0)
+    min_speedup: Float | None = Field(None, gt=0, le=1000, description="times faster than the fp32 artifact")
+    max_size_ratio: Float | None = Field(None, gt=0, le=1000, description="size over the fp32 artifact's")
     # against a baseline report
-    max_latency_regression: float | None = Field(None, ge=0, description="percent slower than the baseline")
-    max_size_regression: float | None = Field(None, ge=0, description="percent larger than the baseline")
-    max_accuracy_regression: float | None = Field(None, ge=0, description="points below the baseline")
+    max_latency_regression: Float | None = Field(None, ge=0, le=MAX_PERCENT,
+                                                 description="percent slower than the baseline")
+    max_size_regression: Float | None = Field(None, ge=0, le=MAX_PERCENT,
+                                              description="percent larger than the baseline")
+    max_accuracy_regression: Float | None = Field(None, ge=0, le=100, description="points below the baseline")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "Limits":
+        if not self.given():
+            raise ValueError(f"no limit given: name at least one of {', '.join(type(self).model_fields)}")
+        return self
 
     def given(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.model_dump().items() if v is not None}
 
 
 class LatencyPolicy(Strict):
-    batch: int | None = Field(None, ge=1, description="batch size the latency budgets apply to (default: the first)")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the bootstrap interval for baseline comparisons")
-    normalize: bool = Field(True, description="divide by the reference workload timed in the same run, so a "
+    batch: Int | None = Field(None, ge=1, le=MAX_BATCH,
+                              description="batch size the latency budgets apply to (default: the first)")
+    confidence: Float = Field(0.95, gt=0.5, lt=1, description="of the bootstrap interval for baseline comparisons")
+    normalize: Bool = Field(True, description="divide by the reference workload timed in the same run, so a "
                                              "slower or faster runner does not move the comparison")
-    resamples: int = Field(2000, ge=200)
-    quantile: float = Field(50, gt=0, lt=100, description="percentile of the timed runs compared against the "
+    resamples: Int = Field(2000, ge=200, le=1_000_000, description="bootstrap resamples of the interval")
+    quantile: Float = Field(50, gt=0, lt=100, description="percentile of the timed runs compared against the "
                             "baseline's: 50 is the median; lower values also ignore stretches of a busy machine")
 
 
 class BudgetsSpec(Strict):
-    baseline: Path | None = Field(None, description="baseline report.json for regression limits")
+    baseline: UserPath | None = Field(None, description="baseline report.json for regression limits")
     latency: LatencyPolicy = LatencyPolicy()
-    limits: dict[str, Limits] = Field(min_length=1)
+    limits: dict[str, Limits] = Field(min_length=1, max_length=1000)
 
     @field_validator("limits")
     @classmethod
@@ -73,7 +85,7 @@ class BudgetsSpec(Strict):
 
 
 class BudgetsFile(BudgetsSpec):
-    version: Literal[1]
+    version: Version
 
 
 def selects(selector: str, target: str, label: str, precision: str) -> bool:
@@ -90,13 +102,10 @@ def is_exact(selector: str) -> bool:
 
 
 def load_budgets(path: Path) -> BudgetsFile:
-    from compressor.errors import RecipeError
-    from compressor.config.reading import read_yaml, validate_yaml
+    from compressor.config.reading import read_file, read_yaml, validate_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"budgets {path}: no such file")
-    data, root = read_yaml(path.read_text(encoding="utf-8"), str(path),
+    data, root = read_yaml(read_file(path, "budgets"), str(path),
                            "a budgets file is a YAML mapping with 'version: 1' and 'limits'")
     spec = validate_yaml(BudgetsFile, data, root, str(path))
     if spec.baseline is not None and not spec.baseline.is_absolute():

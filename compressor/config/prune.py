@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from compressor.config.finetune import FinetuneConfig
-from compressor.config.strict import Strict
+from compressor.config.strict import MAX_SAMPLES, Bool, Float, Int, Strict
 
-Ratio = Annotated[float, Field(ge=0, lt=1)]
+Ratio = Annotated[Float, Field(ge=0, lt=1)]
 
 
 class UnstructuredSpec(Strict):
@@ -30,7 +30,7 @@ class UnstructuredSpec(Strict):
     norm: Literal["l1", "l2"] = Field("l1", description="|w| or w^2: the same order for single weights")
     schedule: Literal["one_shot", "gradual"] = Field(
         "one_shot", description="gradual: sparsity grows along a cubic schedule over the fine-tuning steps")
-    gradual_end: float = Field(0.75, gt=0, le=1, description="fraction of fine-tuning steps by which the "
+    gradual_end: Float = Field(0.75, gt=0, le=1, description="fraction of fine-tuning steps by which the "
                                                             "gradual schedule reaches its sparsity")
     layers: dict[str, Ratio] = Field(default_factory=dict, description="per-layer sparsity (scope 'layer')")
 
@@ -39,8 +39,8 @@ class NMSpec(Strict):
     """N:M semi-structured sparsity: N non-zeros in every M consecutive weights along the
     input dimension, for layers whose input dimension is a multiple of M."""
 
-    n: int = Field(2, ge=1)
-    m: int = Field(4, ge=2)
+    n: Int = Field(2, ge=1, le=1023, description="non-zeros kept in every m weights")
+    m: Int = Field(4, ge=2, le=1024, description="weights a group")
 
     @model_validator(mode="after")
     def _n_below_m(self) -> "NMSpec":
@@ -53,8 +53,8 @@ class PruneTarget(Strict):
     """What structured pruning aims for: a fraction of the dense model's MACs or of its
     latency measured on the target runtime. Exactly one."""
 
-    macs_ratio: float | None = Field(None, gt=0, lt=1, description="keep this fraction of the MACs")
-    latency_ratio: float | None = Field(None, gt=0, lt=1, description="keep this fraction of the latency")
+    macs_ratio: Float | None = Field(None, gt=0, lt=1, description="keep this fraction of the MACs")
+    latency_ratio: Float | None = Field(None, gt=0, lt=1, description="keep this fraction of the latency")
 
     @model_validator(mode="after")
     def _one(self) -> "PruneTarget":
@@ -71,11 +71,11 @@ class StructuredSpec(Strict):
     target: PruneTarget | None = Field(None, description="MACs or latency target; per-layer ratios are searched")
     layers: dict[str, Ratio] = Field(default_factory=dict, description="per-layer channel ratio (overrides)")
     importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l1"
-    round_to: int = Field(8, ge=1, description="keep channel counts a multiple of this (the kernels' block)")
+    round_to: Int = Field(8, ge=1, le=4096, description="keep channel counts a multiple of this (the kernels' block)")
     max_layer_ratio: Ratio = Field(0.75, description="no layer loses more than this fraction of its channels")
-    skip_depthwise: bool = Field(True, description="latency search: leave groups holding depthwise convs "
+    skip_depthwise: Bool = Field(True, description="latency search: leave groups holding depthwise convs "
                                                   "(memory-bound, little latency per MAC) to the last")
-    calibration_batches: int = Field(4, ge=1, description="training batches for Taylor importance")
+    calibration_batches: Int = Field(4, ge=1, le=MAX_SAMPLES, description="training batches for Taylor importance")
 
     @model_validator(mode="after")
     def _how_much(self) -> "StructuredSpec":

@@ -15,30 +15,32 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from compressor.config.finetune import FinetuneConfig
-from compressor.config.strict import Strict
+from compressor.config.strict import MAX_EPOCHS, MAX_LAYERS, MAX_SAMPLES, Bool, Int, Strict
 
 
 class Sensitivity(Strict):
     """A per-layer pass: quantize one layer at a time, measure how far the outputs move
     from the float model's on evaluation inputs; the worst layers stay in float."""
 
-    keep_most_sensitive: int = Field(1, ge=0, description="this many of the most sensitive layers stay float")
-    samples: int = Field(256, ge=8, description="evaluation inputs the error is measured on")
+    keep_most_sensitive: Int = Field(1, ge=0, le=MAX_LAYERS,
+                                     description="this many of the most sensitive layers stay float")
+    samples: Int = Field(256, ge=8, le=MAX_SAMPLES, description="evaluation inputs the error is measured on")
 
 
 class QatStep(Strict):
-    weight_bits: int = Field(8, ge=2, le=8, description="weights take 2^(bits-1)-1 levels each side of zero, "
+    weight_bits: Int = Field(8, ge=2, le=8, description="weights take 2^(bits-1)-1 levels each side of zero, "
                              "stored as int8: fewer bits is a coarser grid on the same int8 kernels")
-    per_channel: bool = Field(True, description="one weight scale per output channel, or one per tensor")
+    per_channel: Bool = Field(True, description="one weight scale per output channel, or one per tensor")
     keep_float: list[str] = Field(default_factory=list, description="layer (module) names kept in float")
     sensitivity: Sensitivity | None = None
-    freeze_observers_after: int | None = Field(
-        None, ge=0, description="epochs after which scales and zero points stop moving (None: never)")
-    freeze_bn_after: int | None = Field(
-        None, ge=0, description="epochs after which BatchNorm uses its running statistics (None: never)")
-    calibration_samples: int = Field(256, ge=1, description="training samples that set the initial ranges, "
+    freeze_observers_after: Int | None = Field(
+        None, ge=0, le=MAX_EPOCHS, description="epochs after which scales and zero points stop moving (None: never)")
+    freeze_bn_after: Int | None = Field(
+        None, ge=0, le=MAX_EPOCHS, description="epochs after which BatchNorm uses its running statistics (None: never)")
+    calibration_samples: Int = Field(256, ge=1, le=MAX_SAMPLES,
+                                     description="training samples that set the initial ranges, "
                                      "and the PTQ baseline's")
-    compare_ptq: bool = Field(True, description="also export the same quantizer calibrated without training "
+    compare_ptq: Bool = Field(True, description="also export the same quantizer calibrated without training "
                               "(label int8-ptq-same): what QAT recovered, on each target")
     finetune: FinetuneConfig = FinetuneConfig(epochs=4, lr=5e-4)
 

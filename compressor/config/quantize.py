@@ -9,20 +9,21 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compressor.config.strict import Strict
+from compressor.config.strict import MAX_LAYERS, MAX_SAMPLES, Bool, Float, Int, Strict
 
 
 class FallbackSpec(Strict):
     """A fidelity/accuracy budget an int8 variant must meet on its target's runtime, and
     how far the toolchain may go (float layers, other lowerings) to meet it."""
 
-    min_cosine: float | None = Field(0.99, ge=-1, le=1, description="mean output cosine against the float model "
+    min_cosine: Float | None = Field(0.99, ge=-1, le=1, description="mean output cosine against the float model "
                                      "on the validation inputs, at least")
-    max_accuracy_drop: float | None = Field(None, ge=0, le=100, description="accuracy drop against the float "
+    max_accuracy_drop: Float | None = Field(None, ge=0, le=100, description="accuracy drop against the float "
                                             "model on the evaluation data, in percentage points, at most")
-    max_float_layers: int | None = Field(None, ge=0, description="at most this many layers kept in float "
+    max_float_layers: Int | None = Field(None, ge=0, le=MAX_LAYERS,
+                                         description="at most this many layers kept in float "
                                          "(None: as many as it takes)")
-    alternatives: bool = Field(True, description="when no float-layer set meets the budget, try the target's "
+    alternatives: Bool = Field(True, description="when no float-layer set meets the budget, try the target's "
                                "other lowerings (calibration, per-tensor, symmetric, float op types)")
     granularity: Literal["layer", "block"] = Field(
         "layer", description="what is ranked and kept in float: leaf layers, or blocks (the model's top-level "
@@ -31,7 +32,8 @@ class FallbackSpec(Strict):
         "simulated", description="how layers are ranked: simulated (the target's quantizer family in PyTorch, "
         "one layer at a time; every target) or target (the target's real lowering of one layer at a time, "
         "run on its runtime; onnx static int8)")
-    sensitivity_samples: int = Field(128, ge=8, description="validation inputs the sensitivity ranking is "
+    sensitivity_samples: Int = Field(128, ge=8, le=MAX_SAMPLES,
+                                     description="validation inputs the sensitivity ranking is "
                                      "measured on")
 
     @model_validator(mode="after")
@@ -47,10 +49,10 @@ class QuantVariant(Strict):
         description="qat: the model handed over already carries its learned quantization (the qat step makes "
         "it); the target lowers it without calibrating")
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
-    percentile: float = Field(99.999, gt=50, le=100)
-    calibration_samples: int = Field(128, ge=1)
-    per_channel: bool = True
-    symmetric_activations: bool = False
+    percentile: Float = Field(99.999, gt=50, le=100, description="of |activation| the ranges clip at")
+    calibration_samples: Int = Field(128, ge=1, le=MAX_SAMPLES, description="calibration inputs observed")
+    per_channel: Bool = True
+    symmetric_activations: Bool = False
     exclude: list[str] = Field(default_factory=list, description="layers kept in float: PyTorch module names "
                                "on every target (a block's name keeps all of it; '<module>:ops' only the "
                                "operations of its own forward, such as a squeeze-excitation product or a residual "

@@ -7,6 +7,7 @@ line, the place in the document and, for a misspelt key, the closest valid key.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -19,37 +20,62 @@ from compressor.config.budgets import BudgetsSpec
 from compressor.config.prune import PruneStep
 from compressor.config.qat import QatStep
 from compressor.config.quantize import QuantizeStep, QuantVariant
-from compressor.config.reading import closest, describe, line_of, read_yaml, validate_yaml
-from compressor.config.strict import Strict
+from compressor.config.reading import closest, describe, line_of, one_line, read_file, read_yaml, validate_yaml
+from compressor.config.strict import (MAX_BATCH, MAX_SAMPLES, MAX_THREADS, Bool, Float, Int, Strict, UserPath,
+                                      Version)
 from compressor.config.tune import TuneSpec
 from compressor.errors import RecipeError
 
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Elements of one input tensor, at most: the int32 index limit of the runtimes' kernels.
+MAX_ELEMENTS = 2**31
+MAX_NAME = 200  # bytes: a folder name (255 at most) with room for suffixes
+MAX_WAIT_S = 3600.0  # warm-up or timing of one artifact at one batch size
 
 
 class InputSpec(Strict):
-    name: str
-    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=256)
+    shape: list[Annotated[Int, Field(ge=1, le=MAX_ELEMENTS)]] = Field(min_length=1, max_length=16)
     dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+
+    @field_validator("shape")
+    @classmethod
+    def _elements(cls, v: list[int]) -> list[int]:
+        if math.prod(v) > MAX_ELEMENTS:
+            raise ValueError(f"shape {v} holds {math.prod(v):,} elements; one input takes at most {MAX_ELEMENTS:,} "
+                             "(2**31, the int32 index limit of the runtimes' kernels): check the dims")
+        return v
 
 
 class ModelSpec(Strict):
     factory: str | None = Field(None, description="Python factory 'pkg.module:callable' that builds the nn.Module")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
-    weights: Path | None = Field(None, description="safetensors state dict for the factory's module")
-    program: Path | None = Field(None, description="a torch.export .pt2 ExportedProgram (pickle inside: needs trusted)")
-    keras: Path | None = Field(None, description="a Keras model (.keras/.h5 file) or a SavedModel directory; "
+    weights: UserPath | None = Field(None, description="safetensors state dict for the factory's module")
+    program: UserPath | None = Field(None,
+                                     description="a torch.export .pt2 ExportedProgram (pickle inside: needs trusted)")
+    keras: UserPath | None = Field(None, description="a Keras model (.keras/.h5 file) or a SavedModel directory; "
                                "TensorFlow's TFLiteConverter converts it (tflite target only)")
-    trusted: bool = Field(False, description="allow formats that can run code when loaded (.pt2)")
+    trusted: Bool = Field(False, description="allow formats that can run code when loaded (.pt2)")
     inputs: list[InputSpec] = Field(min_length=1)
-    outputs: list[str] | None = Field(None, description="names given to the model's outputs")
+    outputs: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, description="names given to the model's outputs, in order (default: output, or output_0, output_1, ...)")
 
     @field_validator("factory")
     @classmethod
     def _factory_form(cls, v: str | None) -> str | None:
         if v is not None and not FACTORY_RE.match(v):
             raise ValueError(f"factory must look like 'package.module:callable', got {v!r}")
+        return v
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_named(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list names no output: list the model's output names, or leave 'outputs' "
+                             "out for the default names")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"output names must be unique, got {v}")
         return v
 
     @model_validator(mode="after")
@@ -62,15 +88,18 @@ class ModelSpec(Strict):
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"input names must be unique, got {names}")
+        clash = sorted(set(names) & set(self.outputs or ()))
+        if clash:
+            raise ValueError(f"{clash} names both an input and an output; the exported graphs need distinct names")
         return self
 
 
 class DataSource(Strict):
-    source: str = Field(description="'digits' or 'sentences' (built in), a path to an .npz file, or "
+    source: str = Field(min_length=1, description="'digits' or 'sentences' (built in), a path to an .npz file, or "
                         "'pkg.module:callable'")
     split: Literal["train", "test", "all"] = "all"
-    limit: int | None = Field(None, ge=1, description="use at most this many samples")
-    vocab_size: int | None = Field(None, ge=8, description="sentences: token ids stay below this "
+    limit: Int | None = Field(None, ge=1, le=MAX_SAMPLES, description="use at most this many samples")
+    vocab_size: Int | None = Field(None, ge=8, le=2**24, description="sentences: token ids stay below this "
                                    "(default 30522, BERT's vocabulary)")
 
     @model_validator(mode="after")
@@ -106,37 +135,48 @@ class Step(Strict):
 
 
 class BenchmarkSpec(Strict):
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
-    threads: int = Field(2, ge=1)
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1], min_length=1)
-    warmup: int = Field(10, ge=0, description="warm-up runs, at least this many")
-    warmup_s: float = Field(0.2, ge=0, description="and at least this long, in seconds")
-    runs: int = Field(100, ge=5, description="timed runs, at least this many")
-    min_time_s: float = Field(0.0, ge=0, description="and keep timing for at least this long")
-    memory: bool = Field(True, description="measure peak memory in a fresh process per artifact")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d{1,3})?)$")
+    threads: Int = Field(2, ge=1, le=MAX_THREADS, description=f"intra-op threads of the runtime, 1 to {MAX_THREADS}")
+    batch_sizes: list[Annotated[Int, Field(ge=1, le=MAX_BATCH)]] = Field(
+        default_factory=lambda: [1], min_length=1, max_length=32,
+        description=f"batch sizes measured, each 1 to {MAX_BATCH} (the batch axis the exports declare)")
+    warmup: Int = Field(10, ge=0, le=1_000_000, description="warm-up runs, at least this many")
+    warmup_s: Float = Field(0.2, ge=0, le=MAX_WAIT_S,
+                            description="and at least this long, in seconds (at most an hour)")
+    runs: Int = Field(100, ge=5, le=10_000_000, description="timed runs, at least this many")
+    min_time_s: Float = Field(0.0, ge=0, le=MAX_WAIT_S, description="and keep timing for at least this long, in "
+                              "seconds (at most an hour)")
+    memory: Bool = Field(True, description="measure peak memory in a fresh process per artifact")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _each_once(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists each batch size once (got {v})")
+        return v
 
 
 class Tolerance(Strict):
-    max_abs: float | None = Field(None, gt=0)
-    min_cosine: float | None = Field(None, ge=-1, le=1)
-    min_top1: float | None = Field(None, ge=0, le=1)
+    max_abs: Float | None = Field(None, gt=0, le=1e12)
+    min_cosine: Float | None = Field(None, ge=-1, le=1)
+    min_top1: Float | None = Field(None, ge=0, le=1)
 
 
 class ValidationSpec(Strict):
-    samples: int = Field(256, ge=1, description="evaluation inputs compared against the reference")
+    samples: Int = Field(256, ge=1, le=1_000_000, description="evaluation inputs compared against the reference")
     fp32: Tolerance = Tolerance(max_abs=1e-3, min_cosine=0.99999, min_top1=0.99)
     fp16: Tolerance = Tolerance(min_cosine=0.999, min_top1=0.98)
     int8: Tolerance = Tolerance(min_cosine=0.98, min_top1=0.95)
 
 
 class OutputSpec(Strict):
-    dir: Path | None = Field(None, description="run directory; default runs/<name>")
-    overwrite: bool = False
+    dir: UserPath | None = Field(None, description="run directory; default runs/<name>")
+    overwrite: Bool = False
 
 
 class Recipe(Strict):
-    version: Literal[1]
-    name: str = Field(pattern=r"^[\w.-]+$")
+    version: Version
+    name: str = Field(pattern=r"^[\w.-]+$", max_length=MAX_NAME, description="names the run directory (runs/<name>)")
     model: ModelSpec
     data: DataSpec = DataSpec()
     steps: list[Step] = Field(default_factory=list)
@@ -166,11 +206,43 @@ class Recipe(Strict):
                                  "models ('factory' or 'program')")
         return self
 
+    @model_validator(mode="after")
+    def _batches_fit(self) -> "Recipe":
+        for spec in self.model.inputs:
+            batch = max(self.benchmark.batch_sizes)
+            n = batch * math.prod(spec.shape[1:])
+            if n > MAX_ELEMENTS:
+                raise ValueError(f"batch {batch} makes input {spec.name!r} {n:,} elements; one input takes at most "
+                                 f"{MAX_ELEMENTS:,} (the int32 index limit of the runtimes' kernels): lower "
+                                 "benchmark.batch_sizes")
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_dot_path(cls, v: str) -> str:
+        if set(v) == {"."}:
+            raise ValueError(f"{v!r} would name the folder itself or its parent as the run directory: use letters")
+        if len(v.encode()) > MAX_NAME:
+            raise ValueError(f"{len(v.encode())} bytes in UTF-8; a name takes at most {MAX_NAME} (it names folders)")
+        return v
+
+    @model_validator(mode="after")
+    def _tune_names_fit(self) -> "Recipe":
+        # Tuning names each trial's recipe NAME-t<N> (and NAME-static-int8): those must fit too.
+        room = MAX_NAME - len("-static-int8")
+        if self.tune is not None and len(self.name.encode()) > room:
+            raise ValueError(f"name: with a 'tune' section a name takes at most {room} bytes (trial recipes append "
+                             "'-t<N>' or '-static-int8')")
+        return self
+
     @field_validator("targets", mode="before")
     @classmethod
     def _list_form(cls, v: Any) -> Any:
         # `targets: [onnx]` is shorthand for `targets: {onnx: {}}`.
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"lists {', '.join(dup)} more than once; name each target once")
             return {x: {} for x in v}
         return {k: ({} if o is None else o) for k, o in v.items()} if isinstance(v, dict) else v
 
@@ -217,9 +289,7 @@ def load_recipe(path: Path | str, target_options: Mapping[str, type[BaseModel]] 
     """Read and validate a recipe file. `target_options` maps each known target name to
     the pydantic model of its options (the target registry supplies it)."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_file(path, "recipe")
     return parse_recipe(text, str(path), base_dir=path.parent, target_options=target_options)
 
 
@@ -240,8 +310,8 @@ def _check_targets(recipe: Recipe, root: yaml.Node, filename: str,
         if name not in target_options:
             hint = closest(name, target_options)
             line = line_of(root, ("targets", name), key=True)
-            raise RecipeError(f"{filename}{line}: unknown target {name!r}{hint}; known targets: "
-                              f"{', '.join(sorted(target_options))}")
+            raise RecipeError(one_line(f"{filename}{line}: unknown target {name!r}{hint}; known targets: "
+                                       f"{', '.join(sorted(target_options))}"))
         try:
             validated[name] = target_options[name].model_validate(opts)  # validated once, kept typed
         except ValidationError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from compressor.fsutil import publish, staging_dir
 from targets.base import Artifact, Device, Target, TargetOptions
@@ -23,14 +23,41 @@ EXTERNAL_DATA_AUTO_BYTES = 1 << 30
 ONNX_CASUALTIES = ("HardSigmoid", "HardSwish", "Sigmoid", "Softmax", "LayerNormalization", "Gelu", "Erf", "Mul")
 
 
+# torch.onnx's dynamo exporter builds opset 18 graphs (torchlib) and converts them up to
+# the newest opset of the installed onnx; asked for anything outside, it writes opset 18
+# without a word.
+MIN_OPSET = 18
+
+
+def supported_opsets() -> tuple[int, int]:
+    """The opsets the installed exporter writes when asked: (lowest, highest)."""
+    try:
+        import onnx.defs
+    except ImportError:  # not installed: export fails with its own message later
+        return MIN_OPSET, MIN_OPSET
+    return MIN_OPSET, onnx.defs.onnx_opset_version()
+
+
 class OnnxOptions(TargetOptions):
-    opset: int | None = Field(None, ge=18, description="ONNX opset; default: the exporter's")
+    opset: int | None = Field(None, description="ONNX opset; default: the exporter's (18 to the newest opset "
+                              "of the installed onnx package)")
     dynamic_batch: bool = Field(True, description="export a symbolic batch axis when the model allows it")
     external_data: bool | None = Field(None, description="weights in a .data file; default: only past 1 GiB")
     fusions: Literal["none", "bert"] = Field(
         "none", description="bert: ONNX Runtime's transformer optimizer fuses attention, LayerNorm and GELU "
         "into its Attention/SkipLayerNormalization/BiasGelu kernels in the fp32 artifact (fp16 starts from "
         "it; int8 variants lower from the unfused export, which ran faster quantized)")
+
+    @field_validator("opset")
+    @classmethod
+    def _exporter_writes_it(cls, v: int | None) -> int | None:
+        if v is None:
+            return v
+        low, high = supported_opsets()
+        if not low <= v <= high:
+            raise ValueError(f"the installed exporter writes opsets {low} to {high} only (torch.onnx builds {low} "
+                             "and converts up to the onnx package's newest); pick one of those or leave 'opset' out")
+        return v
 
 
 class OnnxTarget(Target):
