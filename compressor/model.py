@@ -6,6 +6,7 @@ ExportedProgram (pickle inside, so only when the recipe says `trusted: true`).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from compressor.data import import_object
-from compressor.errors import ModelLoadError, first_line
+from compressor.errors import ModelLoadError, first_line, user_code
 from compressor.config.recipe import InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
@@ -90,16 +91,36 @@ def _resolve(p: Path, base_dir: Path) -> Path:
 
 
 def _build(spec: ModelSpec, base_dir: Path) -> torch.nn.Module:
+    name = f"model factory {spec.factory!r}"
     factory = import_object(spec.factory or "", base_dir, what="model factory", error=ModelLoadError)
+    if not callable(factory):
+        raise ModelLoadError(f"{name} is not callable (a value of type {type(factory).__name__}: "
+                             f"{repr(factory)[:40]}); point it at a function or class that builds the nn.Module")
     try:
-        module = factory(**spec.kwargs)
+        inspect.signature(factory).bind(**spec.kwargs)
     except TypeError as e:
-        raise ModelLoadError(f"model factory {spec.factory!r} rejected kwargs {spec.kwargs}: {e}") from None
+        raise ModelLoadError(f"{name} rejected kwargs {spec.kwargs}: {e}") from None
+    except ValueError:  # no signature to check (some builtins): the call will tell
+        pass
+    with user_code(name, ModelLoadError, factory):
+        module = factory(**spec.kwargs)
     if not isinstance(module, torch.nn.Module):
-        raise ModelLoadError(f"model factory {spec.factory!r} returned {type(module).__name__}, not a torch.nn.Module")
+        raise ModelLoadError(f"{name} returned {_what_instead(module)}, not a torch.nn.Module instance; "
+                             "make it return the built model")
     if spec.weights is not None:
         load_weights(module, _resolve(spec.weights, base_dir))
     return module.eval()
+
+
+def _what_instead(obj: object) -> str:
+    """What a factory returned instead of a module, with the usual slip named."""
+    if obj is None:
+        return "None (a missing 'return'?)"
+    if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
+        return f"the class {obj.__name__} itself (return {obj.__name__}(), an instance)"
+    if callable(obj):
+        return f"a {type(obj).__name__} ({getattr(obj, '__name__', '?')}; call it and return its result?)"
+    return f"a value of type {type(obj).__name__}"
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -152,13 +173,10 @@ def _load_program(path: Path, trusted: bool) -> torch.nn.Module:
 
 
 def check_signature(model: Model) -> None:
-    """Run the declared input shapes once, so a wrong shape fails here with one line."""
-    try:
+    """Run the declared input shapes once, so a wrong shape fails here with one line
+    (naming the line of the model's code where it failed)."""
+    shapes = ", ".join(f"{s.name} {s.shape} {s.dtype}" for s in model.inputs)
+    with user_code("the model", ModelLoadError, type(model.module),
+                   verb=f"does not run on its declared inputs ({shapes})",
+                   hint="fix 'inputs' in the recipe's model section (or the model's forward)"):
         model.run({s.name: t.numpy() for s, t in zip(model.inputs, model.example_inputs())})
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        shapes = ", ".join(f"{s.name} {s.shape} {s.dtype}" for s in model.inputs)
-        first = first_line(e)
-        raise ModelLoadError(f"the model does not run on its declared inputs ({shapes}): {first}; "
-                             "fix 'inputs' in the recipe's model section") from None

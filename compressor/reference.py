@@ -42,9 +42,23 @@ def reference_for(model: "Model", evaluation: "Dataset | None", samples: int) ->
     outputs = run_chunked(model, inputs)
     accuracy = None
     if evaluation is not None and evaluation.labels is not None:
-        accuracy = top1(run_chunked(model, evaluation.inputs)[0], evaluation.labels)
+        logits = run_chunked(model, evaluation.inputs)[0]
+        _check_labels(evaluation.labels, logits)
+        accuracy = top1(logits, evaluation.labels)
     return Reference(inputs=inputs, outputs=outputs, accuracy=accuracy,
                      eval_samples=None if evaluation is None else len(evaluation), on_real_data=real)
+
+
+def _check_labels(labels: np.ndarray, logits: np.ndarray) -> None:
+    """Labels the model's first output cannot score (accuracy would read 0% or worse, lie)."""
+    from compressor.errors import DataError
+
+    classes = logits.reshape(len(labels), -1).shape[1] if len(labels) else 0
+    if len(labels) and int(labels.max()) >= classes:
+        at = int(np.argmax(labels >= classes))
+        raise DataError(f"evaluation labels go up to {int(labels.max())} (first at sample {at}), but the model's "
+                        f"first output scores {classes} classes; give labels 0..{classes - 1} or put the logits "
+                        "output first in model.outputs")
 
 
 def run_chunked(model: "Model", inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -20,6 +20,10 @@ import dataclasses
 
 import torch
 
+from compressor.logs import quiet_third_party
+
+quiet_third_party()  # before any torchao import: the quantizers below are where they start
+
 
 def weight_range(bits: int) -> tuple[int, int]:
     q = 2 ** (bits - 1) - 1  # symmetric: no -2^(b-1), so that zero point 0 is exact

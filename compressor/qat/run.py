@@ -17,7 +17,7 @@ import torch
 
 from compressor.data import Dataset
 from compressor.distributed import World, shard, wrap
-from compressor.errors import DataError, TrainingError
+from compressor.errors import DataError, TrainingError, first_line
 from compressor.finetune import FinetuneHistory, TrainHooks, accuracy, finetune
 from compressor.model import Model
 from compressor.qat import checkpoint as ckpt
@@ -52,6 +52,8 @@ def qat_family(model: Model, step: QatStep, family: str, train: Dataset, evaluat
                world: World = World(), show_progress: bool = False) -> FamilyResult:
     if train is None or not len(train):
         raise DataError("the qat step needs training data: add 'data: {train: ...}' to the recipe")
+    # A checkpoint of another recipe or a damaged one is refused before minutes of preparing.
+    saved = ckpt.load(ckpt_path, fingerprint) if resume and ckpt_path.is_file() else None
     names = model.input_names
     example = model.example_inputs(batch=2)  # not 1: torch.export would fix a size-1 batch axis
     calib = train.take(step.calibration_samples).inputs
@@ -64,14 +66,17 @@ def qat_family(model: Model, step: QatStep, family: str, train: Dataset, evaluat
     calibrate(prepared, family, calib, names)
     qmod = QatModule(prepared, family)
     start, resumed = None, None
-    if resume and ckpt_path.is_file():
-        saved = ckpt.load(ckpt_path, fingerprint)
-        qmod.load_state_dict(saved["module"])
-        start, resumed = saved["loop"], int(saved["loop"]["epoch"])
-        if saved["frozen"].get("observers"):
-            qmod.freeze_observers()
-        if saved["frozen"].get("bn"):
-            qmod.freeze_bn()
+    if saved is not None:
+        try:
+            qmod.load_state_dict(saved["module"])
+            start, resumed = saved["loop"], int(saved["loop"]["epoch"])
+            if saved["frozen"].get("observers"):
+                qmod.freeze_observers()
+            if saved["frozen"].get("bn"):
+                qmod.freeze_bn()
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # damaged inside
+            raise TrainingError(f"checkpoint {ckpt_path} does not fit this run's model ({type(e).__name__}: "
+                                f"{first_line(e)}); delete it to start over") from None
     last_good = {"epoch": resumed}
 
     def after_epoch(epoch: int, state: dict) -> None:
