@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 from pathlib import Path
 
-from benchmarks.harness import BenchConfig, measure, refuse_untrusted
+from benchmarks import eval_data
+from benchmarks.harness import LIMITS, MAX_ELEMENTS, BenchConfig, measure, out_of_range, refuse_untrusted
 from benchmarks.metrics import Metrics
+from benchmarks.outpaths import check_outputs
 from benchmarks.report import SCHEMA_VERSION, human_size
 from compressor import sysinfo
-from compressor.errors import ArtifactError
+from compressor.errors import ArtifactError, CompressorError, InputShapeError, RecipeError
+
+FLAGS = {"threads": "--threads", "warmup": "--warmup", "warmup_s": "--warmup-s", "runs": "--runs",
+         "min_time_s": "--min-time-s", "batch_sizes": "--batch"}
+UNITS = {"threads": " threads", "warmup": " warm-up runs", "warmup_s": " seconds", "runs": " timed runs",
+         "min_time_s": " seconds", "batch_sizes": ""}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything the command line says that can be judged without loading a model, judged
+    before anything is loaded or measured: settings, shapes, device, data, the output."""
+    settings = argparse.Namespace(threads=args.threads, warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs,
+                                  min_time_s=args.min_time_s, batch_sizes=tuple(args.batch))
+    for name, value in out_of_range(settings):
+        low, high = LIMITS[name]
+        cores = f" (this machine has {os.cpu_count()} cores)" if name == "threads" else ""
+        raise RecipeError(f"{FLAGS[name]} {value}: use {low} to {high}{UNITS[name]}{cores}")
+    names = [name for name, _ in args.shape]
+    for name, dims in args.shape:
+        if names.count(name) > 1:
+            raise RecipeError(f"--shape {name}=... is given {names.count(name)} times; give each input once")
+        if min(dims) < 1:
+            raise InputShapeError(f"--shape {name}={'x'.join(map(str, dims))}: every dimension is at least 1")
+        if math.prod(dims) > MAX_ELEMENTS:
+            raise InputShapeError(f"--shape {name}={'x'.join(map(str, dims))} is {math.prod(dims):,} elements; "
+                                  f"an input takes at most {MAX_ELEMENTS:,} (2**31): check the dims")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise RecipeError(f"--device {args.device}: use cpu, cuda or cuda:N")
+    check_outputs({"--json": args.json}, {"eval data": args.eval_data,
+                                          **{f"artifact {f}": f for f in args.files}})
+    if args.eval_data is not None:
+        eval_data.read(args.eval_data)
 
 
 def bench_files(args: argparse.Namespace) -> int:
@@ -18,13 +54,14 @@ def bench_files(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
+    check_args(args)
     files: list[Path] = args.files
     for f in files:  # refuse bad files before spending time on good ones
+        if f.is_dir():
+            raise ArtifactError(f"{f} is a directory, not an artifact file; give the model file itself")
         target = targets.for_file(f)
         refuse_untrusted(target, f, args.trust)
         target.check_file(f)
-    if args.eval_data is not None and not args.eval_data.is_file():
-        raise ArtifactError(f"--eval-data {args.eval_data}: no such file")
     cfg = BenchConfig(device=args.device, threads=args.threads, batch_sizes=tuple(args.batch),
                       warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs, min_time_s=args.min_time_s,
                       isolate=not args.no_isolate, shapes=dict(args.shape), trust=args.trust)
@@ -34,7 +71,7 @@ def bench_files(args: argparse.Namespace) -> int:
         task = progress.add_task("benchmark", total=len(files))
         for f in files:
             progress.update(task, description=f"benchmark {f.name}")
-            results.append(measure(f, cfg, args.eval_data))
+            results.append(_measure(f, cfg, args.eval_data))
             progress.advance(task)
 
     for batch in cfg.batch_sizes:
@@ -58,3 +95,17 @@ def bench_files(args: argparse.Namespace) -> int:
                                "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
                                "results": [m.to_json() for m in results]})
     return 0
+
+
+def _measure(f: Path, cfg: BenchConfig, data: Path | None) -> Metrics:
+    """measure(), with an error that names the file it is about (several may be measured)."""
+    try:
+        return measure(f, cfg, data)
+    except CompressorError as e:
+        if str(f) in str(e):
+            raise
+        try:
+            named = type(e)(f"{f}: {e}")
+        except TypeError:  # an error class with a signature of its own
+            raise e from None
+        raise named from None

@@ -77,7 +77,7 @@ def comment_markdown(report: dict, baseline: dict | None, checks: list[Check]) -
         p50 = _p50(m, batch)
         acc = m.get("accuracy")
         lines.append(
-            f"| {r['name']} | {p50:.3f} | {_delta(p50, _p50(b, batch) if b else None, True)} | "
+            f"| {r['name']} | {'-' if p50 is None else f'{p50:.3f}'} | {_delta(p50, _p50(b, batch) if b else None, True)} | "
             f"{human_size(m['size_bytes'])} | {_delta(m['size_bytes'], b['size_bytes'] if b else None, True)} | "
             f"{'-' if acc is None else f'{100 * acc:.2f}%'} | "
             f"{_delta(acc, b.get('accuracy') if b else None, False, pct=False, tolerance=0.0005)} |")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.gate import load_report
 from benchmarks.report import human_size
+from benchmarks.report_read import load_report
 
 
 def _pct(new: float | None, old: float | None) -> str:

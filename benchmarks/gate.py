@@ -1,18 +1,26 @@
 """The gate: hold a report to its budgets, optionally against a baseline report.
 
 evaluate() returns one Check per (artifact, limit). Exit codes of `compressor gate`:
-0 every limit holds, 1 one is exceeded, 2 a usage error (bad budgets, an
-incompatible baseline, a budget naming an artifact the report lacks).
+0 every limit holds, 1 one is exceeded, 2 a usage error (bad budgets, a broken report,
+an incompatible baseline, a budget naming an artifact the report lacks).
+
+What budgets that do not fit the report do: a selector without wildcards must name an
+artifact of the report, and budgets that select no artifact at all are refused (both
+exit 2); a wildcard selector that matches nothing is fine when another one applies.
+A limit on something the report did not measure (min_accuracy without evaluation labels,
+min_speedup without an fp32 twin, a latency limit at a batch size that was not run) is
+exit 2 naming it; a regression limit for an artifact the baseline lacks is skipped (and
+says so). An artifact that failed or was skipped fails every budget that selects it
+(exit 1: the run's result does not fit).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from benchmarks.metrics import Latency
-from benchmarks.report import SCHEMA, SCHEMA_VERSION, human_size
+from benchmarks.metrics import normalized
+from benchmarks.report import human_size
 from benchmarks.stats import ratio_of_quantiles
 from compressor.config.budgets import BudgetsSpec, Limits, is_exact, selects
 from compressor.errors import RecipeError
@@ -63,22 +71,6 @@ class Check:
         return asdict(self) | {"unit": self.unit, "line": self.line()}
 
 
-def load_report(path: Path, what: str = "report") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{what} {path}: no such file")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{what} {path}: not JSON ({e})") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
-        raise RecipeError(f"{what} {path}: not a compressor report (no schema {SCHEMA!r})")
-    if report.get("schema_version") != SCHEMA_VERSION:
-        raise RecipeError(f"{what} {path}: report schema version {report.get('schema_version')} is not "
-                          f"{SCHEMA_VERSION}, which this compressor reads; re-run the baseline with this version")
-    return report
-
-
 def check_compatible(report: dict, baseline: dict) -> None:
     def identity(r: dict) -> tuple:
         return r["model"].get("source"), json.dumps(r["model"].get("inputs"), sort_keys=True)
@@ -100,7 +92,7 @@ def evaluate(report: dict, spec: BudgetsSpec, baseline: dict | None = None) -> l
     for sel in spec.limits:
         if is_exact(sel) and not any(selects(sel, r["target"], r["label"], r["precision"]) for r in rows):
             raise RecipeError(f"the budgets name artifact {sel!r}, which the report does not have "
-                              f"(it has: {', '.join(names)})")
+                              f"(it has: {', '.join(names) or 'no artifacts'})")
     batch = spec.latency.batch or report["benchmark"]["batch_sizes"][0]
     base_rows = {r["name"]: r for r in (baseline or {}).get("artifacts", [])}
     checks: list[Check] = []
@@ -163,10 +155,12 @@ def _measure(key: str, row: dict, batch: int, spec: BudgetsSpec, base: dict | No
     if key == "min_cosine":
         fid = row.get("fidelity") or {}
         return (fid.get("cosine_mean"), "") if fid.get("cosine_mean") is not None else (None, "no fidelity data")
-    if key == "min_speedup":
-        return row.get("speedup_vs_fp32"), f"against fp32 {row['target']}, batch {batch}"
-    if key == "max_size_ratio":
-        return row.get("size_ratio_vs_fp32"), f"against fp32 {row['target']}"
+    if key in RELATIVE:
+        key_of = {"min_speedup": "speedup_vs_fp32", "max_size_ratio": "size_ratio_vs_fp32"}[key]
+        if row.get(key_of) is None:
+            return None, (f"the report has no {key_of} for it (no measured fp32 {row['target']} artifact to compare "
+                          "with); add fp32 to the run's precisions or drop this budget")
+        return row[key_of], f"against fp32 {row['target']}" + (f", batch {batch}" if key == "min_speedup" else "")
     if base is None or base.get("status") != "ok" or not base.get("metrics"):
         return None, "skipped: no baseline for this artifact"
     bm = base["metrics"]
@@ -186,7 +180,8 @@ def _latency_regression(row: dict, base: dict, batch: int, spec: BudgetsSpec) ->
     a, b = cur.get("samples_ms") or [cur["p50_ms"]], old.get("samples_ms") or [old["p50_ms"]]
     how = "raw"
     if spec.latency.normalize:
-        na, nb = Latency(**cur).normalized(), Latency(**old).normalized()
+        na = normalized(cur.get("samples_ms") or [], cur.get("ref_blocks_ms") or [], cur.get("block") or 0)
+        nb = normalized(old.get("samples_ms") or [], old.get("ref_blocks_ms") or [], old.get("block") or 0)
         ra, rb = row["metrics"].get("reference_p50_ms"), base["metrics"].get("reference_p50_ms")
         if na and nb:  # each block of runs over the reference workload timed right after it
             a, b, how = na, nb, f"normalised per block by the reference workload ({rb:.3g} -> {ra:.3g} ms)"

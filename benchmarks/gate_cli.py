@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from benchmarks import ci_outputs
-from benchmarks.gate import Check, evaluate, load_report
+from benchmarks.gate import Check, evaluate
+from benchmarks.outpaths import check_outputs
+from benchmarks.report_read import ReportError, load_report
 from compressor.config.budgets import BudgetsSpec
 from compressor.errors import BudgetExceeded, RecipeError
 from compressor.fsutil import write_json, write_text
@@ -44,13 +46,28 @@ def run_gate(report: dict, spec: BudgetsSpec, baseline_path: Path | None = None,
 def gate_command(args) -> int:
     from compressor.config.budgets import load_budgets
 
+    check_outputs({"--junit": args.junit, "--json": args.json, "--markdown": args.markdown},
+                  {"report": args.report, "budgets file": args.budgets, "baseline": args.baseline})
     report = load_report(args.report)
     if args.budgets:
         spec: BudgetsSpec = load_budgets(args.budgets)
     elif report.get("budgets"):
-        spec = BudgetsSpec.model_validate(report["budgets"])
+        spec = _report_budgets(report, args.report)
     else:
         raise RecipeError(f"{args.report}: no budgets to check; pass --budgets budgets.yaml "
                           "or add 'budgets' to the recipe")
     run_gate(report, spec, args.baseline, junit=args.junit, json_out=args.json, markdown=args.markdown)
     return 0
+
+
+def _report_budgets(report: dict, path: Path) -> BudgetsSpec:
+    """The budgets a run recorded in its report (its recipe's), checked like a budgets file."""
+    from pydantic import ValidationError
+
+    try:
+        return BudgetsSpec.model_validate(report["budgets"])
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "budgets"
+        raise ReportError(f"report {path}: its budgets are invalid at budgets.{where}: {err['msg']}; pass "
+                          "--budgets budgets.yaml or give the report.json that `compressor run` wrote") from None

@@ -9,7 +9,9 @@ pools. The worker imports only the runtime it measures.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -20,13 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import eval_data
 from benchmarks.metrics import Latency, Metrics
 from compressor import errors
+from compressor.config.recipe import MAX_ELEMENTS, MAX_WAIT_S
+from compressor.config.strict import MAX_BATCH, MAX_THREADS
 from compressor.errors import CompressorError
 from compressor.reference import top1
 
 ACCURACY_BATCH = 64
 BLOCKS = 10  # timed runs come in this many blocks, each followed by the reference workload
+# What a benchmark setting may be (inclusive), the same bounds as the recipe's benchmark
+# block: beyond them no machine gives an answer worth waiting for (an hour of warm-up, a
+# million threads) or the numbers do not exist (NaN, inf). MAX_ELEMENTS bounds one
+# generated input: the int32 index limit of the runtimes' kernels.
+LIMITS = {"threads": (1, MAX_THREADS), "warmup": (0, 1_000_000), "warmup_s": (0.0, MAX_WAIT_S),
+          "runs": (1, 10_000_000), "min_time_s": (0.0, MAX_WAIT_S), "batch_sizes": (1, MAX_BATCH)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,13 @@ class BenchConfig:
     trust: bool = False                        # load formats that can run code (TorchScript, .pt2)
     reference: bool = True                     # also time the fixed reference workload (normalisation)
 
+    def __post_init__(self) -> None:
+        for name, value in out_of_range(self):
+            low, high = LIMITS[name]
+            raise errors.RecipeError(f"benchmark setting {name} = {value!r} is out of range: use {low} to {high}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise errors.RecipeError(f"benchmark device {self.device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+
     @classmethod
     def from_spec(cls, spec, **overrides) -> "BenchConfig":
         """The recipe's `benchmark:` block (compressor.config.recipe.BenchmarkSpec) as harness
@@ -54,6 +72,19 @@ class BenchConfig:
         return cls(**{**fields, **overrides})
 
 
+def out_of_range(cfg: BenchConfig) -> list[tuple[str, object]]:
+    """(setting, value) of every setting outside LIMITS: not a number of the right kind
+    (NaN, inf, true/false), or beyond its bounds."""
+    bad = []
+    for name, (low, high) in LIMITS.items():
+        values = getattr(cfg, name)
+        for v in values if name == "batch_sizes" else (values,):
+            kind_ok = isinstance(v, int if isinstance(low, int) else (int, float)) and not isinstance(v, bool)
+            if not kind_ok or not (low <= v <= high):  # NaN compares False: out of range
+                bad.append((name, v))
+    return bad
+
+
 def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layout: dict | None = None) -> Metrics:
     """Measure one artifact file. `eval_data` is an .npz of evaluation inputs keyed by
     input name, with 'labels' for accuracy, in the model's declared layout; `layout`
@@ -61,24 +92,68 @@ def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layo
     job = {"path": str(path), "config": asdict(config), "eval_data": str(eval_data) if eval_data else None,
            "layout": layout}
     if not config.isolate:
-        return Metrics.from_json(run_job(job))
+        try:
+            return Metrics.from_json(run_job(job))
+        except CompressorError:
+            raise
+        except Exception as e:  # the runtime or the harness failed on this artifact
+            raise errors.ArtifactError(f"{path}: the benchmark failed: {failure(e)}") from None
     env = dict(os.environ)
     # The worker finds this checkout even when the package is not installed.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.worker"], input=json.dumps(job),
                           capture_output=True, text=True, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"benchmark worker for {path} died (exit {proc.returncode}): {' | '.join(tail)}")
-    result = json.loads(lines[-1])
+    result = _worker_result(proc.stdout)
+    if result is None:
+        raise errors.ArtifactError(f"{path}: the benchmark worker {_death(proc)}")
     if "error" in result:
-        cls = getattr(errors, result["error_type"], None)
+        cls = getattr(errors, str(result.get("error_type")), None)
         if isinstance(cls, type) and issubclass(cls, CompressorError):
             raise cls(result["error"])
-        raise RuntimeError(f"benchmark worker for {path}: {result['error']}")
+        raise errors.ArtifactError(f"{path}: the benchmark failed: {result['error']}")
     return Metrics.from_json(result)
+
+
+def failure(e: BaseException) -> str:
+    """One line for an unexpected exception: 'Type: first line of the message (at file:line)'."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = errors.first_line(e, 300)
+    return (type(e).__name__ if text == type(e).__name__ else f"{type(e).__name__}: {text}") + at
+
+
+def _worker_result(stdout: str) -> dict | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(result, dict):
+                return result
+    return None
+
+
+def _death(proc: subprocess.CompletedProcess) -> str:
+    """How a worker that sent no result ended, with the last line it wrote."""
+    import signal
+
+    code = proc.returncode
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        how = f"was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else
+                                         " (the runtime crashed on this file)" if -code in (signal.SIGSEGV,
+                                                                                         signal.SIGABRT) else "")
+    else:
+        how = f"exited with code {code} without a result"
+    last = next((ln.strip() for ln in reversed((proc.stderr or "").splitlines()) if ln.strip()), "")
+    return how + (f"; its last words: {last[:300]}" if last else "")
 
 
 def run_job(job: dict) -> dict:
@@ -107,6 +182,7 @@ def run_job(job: dict) -> dict:
         raise errors.InputShapeError(f"--shape names {unknown}, but the model's inputs are "
                                      f"{[s.name for s in session.inputs]}")
 
+    _check_sizes(session, cfg)
     eval_inputs, labels = _load_eval(job.get("eval_data"), session, job.get("layout"))
     reference = None
     if cfg.reference:
@@ -126,6 +202,7 @@ def run_job(job: dict) -> dict:
     if eval_inputs is not None and labels is not None:
         outputs = outputs_from(run_batched(session, eval_inputs, ACCURACY_BATCH), session.output_names,
                                job.get("layout"))
+        eval_data.check_labels(outputs[0], labels, job["eval_data"])
         accuracy = top1(outputs[0], labels)
     peak_rss = _peak_rss_mb() if cfg.isolate else None
     ref_all = [r for lat in latencies for r in lat.ref_blocks_ms]
@@ -213,20 +290,47 @@ def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
     return feeds
 
 
+def _check_sizes(session, cfg: BenchConfig) -> None:
+    """Refuse inputs no machine can generate before allocating them: more than
+    MAX_ELEMENTS in one input, or more than half of the memory this machine has free."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    for spec in session.inputs:
+        given = cfg.shapes.get(spec.name)
+        if given is not None and (len(given) != len(spec.shape) or any(
+                isinstance(d, int) and d > 0 and d != g for d, g in zip(spec.shape, given))):
+            raise errors.InputShapeError(
+                f"--shape {spec.name}={'x'.join(map(str, given))} does not fit the input, whose shape is "
+                f"{list(spec.shape)}; give the fixed dimensions as they are and choose only the dynamic ones")
+    for batch in cfg.batch_sizes:
+        total = 0
+        for spec in session.inputs:
+            shape = spec.concrete(batch, cfg.shapes)
+            n = math.prod(shape)
+            if n > MAX_ELEMENTS:
+                raise errors.InputShapeError(
+                    f"input {spec.name!r} at batch {batch} would be {list(shape)}, {n:,} elements; the benchmark "
+                    f"generates at most {MAX_ELEMENTS:,} (2**31) per input: use a smaller --batch or --shape")
+            try:
+                total += n * np.dtype(spec.dtype).itemsize
+            except TypeError:  # a dtype numpy lacks: _feeds names it
+                pass
+        if total > free / 2:
+            raise errors.InputShapeError(
+                f"the inputs at batch {batch} take {total / 2**30:.1f} GiB, more than half of the "
+                f"{free / 2**30:.1f} GiB this machine has free; use a smaller --batch or --shape")
+
+
 def _load_eval(path: str | None, session, layout: dict | None = None) -> tuple[dict[str, np.ndarray] | None,
                                                                                np.ndarray | None]:
     if not path:
         return None, None
     from targets.layout import feeds_for
 
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    labels = arrays.pop("labels", None)
+    arrays, labels = eval_data.read(Path(path))
     arrays = feeds_for(arrays, layout)  # the artifact's own layout (NHWC inputs of a channels-last export)
-    inputs = {s.name: arrays[s.name].astype(s.dtype, copy=False) for s in session.inputs if s.name in arrays}
-    if len(inputs) != len(session.inputs):
-        return None, None
-    return inputs, labels
+    return eval_data.match(arrays, session, path), labels
 
 
 def gzip_size(files: list[Path]) -> int:

@@ -39,10 +39,15 @@ class Latency:
 
     def normalized(self) -> list[float] | None:
         """Each run divided by the reference workload's median in its block."""
-        if not self.samples_ms or not self.ref_blocks_ms or not self.block:
-            return None
-        return [x / self.ref_blocks_ms[min(i // self.block, len(self.ref_blocks_ms) - 1)]
-                for i, x in enumerate(self.samples_ms)]
+        return normalized(self.samples_ms, self.ref_blocks_ms, self.block)
+
+
+def normalized(samples_ms: list[float], ref_blocks_ms: list[float], block: int) -> list[float] | None:
+    """Runs timed in blocks of `block`, each divided by the reference workload timed after
+    its block (None without the reference timings)."""
+    if not samples_ms or not ref_blocks_ms or not block:
+        return None
+    return [x / ref_blocks_ms[min(i // block, len(ref_blocks_ms) - 1)] for i, x in enumerate(samples_ms)]
 
 
 @dataclass

@@ -70,6 +70,8 @@ def check_onnx_file(path: Path) -> None:
     import onnx
     from google.protobuf.message import DecodeError
 
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory, not an .onnx file; give the model file")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file")
     if path.stat().st_size == 0:

@@ -3,7 +3,11 @@ torch or TensorFlow, so the benchmark worker loads only the interpreter it measu
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -46,6 +50,8 @@ def check_tflite_file(path: Path) -> None:
     this runtime lacks, with one line. The 'TFL3' identifier catches most foreign files;
     building the interpreter runs the flatbuffer verifier, which catches the rest."""
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory, not a .tflite file; give the model file")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file")
     size = path.stat().st_size
@@ -63,11 +69,32 @@ def check_tflite_file(path: Path) -> None:
 def build_interpreter(path: Path, threads: int):
     cls, _ = interpreter_class()
     try:
-        interp = cls(model_path=str(path), num_threads=threads)
-        interp.allocate_tensors()
+        with _native_stderr_quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            interp = cls(model_path=str(path), num_threads=threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise _load_error(path, e) from None
     return interp
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """The runtime's C++ logs go straight to file descriptor 2, past Python's sys.stderr:
+    point the descriptor at a scratch file while the interpreter is built, so that a user
+    sees one line on an error and nothing on success (the reason is in the exception)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (embedded, some test runners)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _load_error(path: Path, e: BaseException) -> ArtifactError:

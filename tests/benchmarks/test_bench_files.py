@@ -84,7 +84,8 @@ def test_shape_option_fixes_the_dynamic_dim(seq_model, tmp_path):
 def test_shape_that_does_not_fit_the_model_is_one_line_error(seq_model, capsys):
     assert main(["bench", str(seq_model), "--shape", "x=2x16x9", *FAST]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("compressor: error: ") and "x [2, 16, 9]" in err and "Traceback" not in err
+    assert err.startswith("compressor: error: ") and "Traceback" not in err
+    assert "--shape x=2x16x9 does not fit the input, whose shape is ['batch', 'seq', 8]" in err
 
 
 def test_shape_for_an_unknown_input_names_the_real_inputs(seq_model, capsys):
