@@ -123,8 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from compressor.logs import quiet_third_party
+
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore")
+    quiet_third_party()
     try:
         return {"run": _run, "tune": _tune, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
                 "schema": _schema, "sensitivity": _sensitivity}[args.command](args)

@@ -16,7 +16,7 @@ from compressor import sysinfo
 from compressor.config.quantize import QuantVariant
 from compressor.config.recipe import Recipe
 from compressor.data import Dataset, load_dataset
-from compressor.errors import CompressorError, FidelityError
+from compressor.errors import CompressorError, FidelityError, RecipeError
 from compressor.flows.rundir import RunDir, eval_file, manifest, open_run_dir, run_dir_for
 from compressor.fsutil import LOW_SPACE, free_bytes, write_json, write_text
 from compressor.model import load_model
@@ -52,6 +52,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     from benchmarks.harness import BenchConfig
 
     out = run_dir_for(recipe, out)
+    _check_baseline(recipe, baseline)
     target_objs = {name: targets.get(name) for name in recipe.targets}
     world = init_from_env()
     # Everything a user can get wrong in the model and data is read before the run
@@ -200,6 +201,19 @@ def _export_and_validate(ctx: _Run, tname: str, target, variant: QuantVariant | 
         row.fail("failed", str(e))
         return row, None, e
     return row, artifact, None
+
+
+def _check_baseline(recipe: Recipe, baseline: Path | None) -> None:
+    """Before minutes of export: a baseline needs budgets to be compared under, and a file."""
+    if baseline is not None and recipe.budgets is None:
+        raise RecipeError(f"--baseline {baseline}: the recipe has no 'budgets' section to hold the run to; add "
+                          "one, or compare afterwards with `compressor gate REPORT --baseline ...`")
+    path = baseline or (recipe.resolve(recipe.budgets.baseline) if recipe.budgets and recipe.budgets.baseline
+                        else None)
+    if path is not None:
+        from benchmarks.report_read import load_report
+
+        load_report(Path(path), "baseline")  # read again by the gate at the end; checked now
 
 
 def _disk_full_noted(e: CompressorError, out: Path) -> CompressorError:

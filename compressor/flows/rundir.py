@@ -51,7 +51,7 @@ class RunDir:
 
     path: Path
     marker: dict
-    created: bool                   # the directory did not exist before this run
+    created: list[Path]             # the folders this run made (out and missing parents), deepest first
     _lock: int = field(repr=False, default=-1)
 
     def finish(self) -> None:
@@ -67,17 +67,24 @@ class RunDir:
         _remove_ours(self.path, self.marker, keep_checkpoints=True)
         if _files_under(self.path / "checkpoints"):
             self.marker.update(state="failed", reason=reason, finished=_now())
-            write_json(self.path / MARKER, self.marker)
-            write_text(self.path / INCOMPLETE, f"This run failed: {reason}\nIts QAT checkpoints are kept: rerun "
-                       "with --resume to continue from them, or with --overwrite to start over.\n")
+            with contextlib.suppress(OSError):  # a full disk: the marker still says 'running', as good
+                write_json(self.path / MARKER, self.marker)
+                write_text(self.path / INCOMPLETE, f"This run failed: {reason}\nIts QAT checkpoints are kept: "
+                           "rerun with --resume to continue from them, or with --overwrite to start over.\n")
             return
         for name in (MARKER, INCOMPLETE):
             (self.path / name).unlink(missing_ok=True)
         _release(self)
         (self.path / LOCK).unlink(missing_ok=True)
-        if self.created:
-            with contextlib.suppress(OSError):
-                self.path.rmdir()
+        _remove_made(self.created)
+
+
+def _remove_made(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; each only when empty
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager
@@ -88,11 +95,13 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
     out = Path(out)
     _check_place(out)
     previous = _inspect(out)            # read-only: a foreign directory is refused untouched
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    had_lock = (out / LOCK).exists()
     rd = RunDir(out, marker={}, created=created)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         rd._lock = _acquire(out)
+        _stamp(rd._lock, out)
         previous = _inspect(out)        # again, now that no other run can change it
         if previous is not None:
             _may_replace(out, previous, overwrite, resume)
@@ -104,11 +113,12 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
                    "). If that process is gone it was interrupted: its files are partial, and the next run into "
                    "this directory removes them.\n")
     except BaseException:
+        ours = rd._lock >= 0  # never unlink a lock file another run holds
         _release(rd)
-        if created:
+        if ours and not had_lock:
             with contextlib.suppress(OSError):
                 (out / LOCK).unlink()
-                out.rmdir()
+        _remove_made(created)
         raise
     try:
         yield rd
@@ -228,13 +238,16 @@ def _acquire(out: Path) -> int:
         os.close(fd)
         raise RecipeError(f"run directory {out} is in use by another compressor run (pid {holder}); wait for it "
                           "to finish or choose another --out") from None
+    return fd
+
+
+def _stamp(fd: int, out: Path) -> None:
+    """The holder's pid in the lock file, for the refusal a second run gets."""
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except OSError as e:
-        os.close(fd)
         raise OSError(e.errno, e.strerror, str(out / LOCK)) from None
-    return fd
 
 
 def _release(rd: RunDir) -> None:

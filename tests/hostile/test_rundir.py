@@ -264,3 +264,11 @@ def test_onnx_preprocessing_writes_nothing_into_the_working_directory(tmp_path, 
         pass  # the op is unknown to ONNX Runtime too; what matters is where files went
     assert os.getcwd() == str(cwd)
     assert list(cwd.iterdir()) == []
+
+
+def test_the_gate_refuses_the_report_of_a_run_that_did_not_finish(tmp_path, capsys, previous_run):
+    run = copy_of(previous_run, tmp_path / "run")
+    (run / INCOMPLETE).write_text("killed after the reports, before the manifest\n")
+    (tmp_path / "b.yaml").write_text("limits:\n  '*': {max_size: 10MB}\n")
+    refused(capsys, "gate", run / "report.json", "--budgets", tmp_path / "b.yaml",
+            says=("belongs to a run that did not finish", "INCOMPLETE"))

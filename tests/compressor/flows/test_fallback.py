@@ -207,7 +207,7 @@ def test_an_impossible_budget_is_refused_in_one_line_with_no_artifact(tmp_path, 
     (tmp_path / "r.yaml").write_text(RECIPE.format(fallback=budget))
     code = main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 1 and len(err.splitlines()) == 1  # the result does not hold: not a mistake in the recipe
     assert "no onnx lowering of int8-static meets the budget" in err and "'head'" in err
     assert "within max_float_layers=0" in err and "precisions that meet it:" in err and "fp32" in err
     assert sorted(p.name for p in (tmp_path / "run" / "artifacts").iterdir()) == ["fragile.fp32.onnx"]
