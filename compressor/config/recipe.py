@@ -217,6 +217,17 @@ class Recipe(Strict):
                                  "benchmark.batch_sizes")
         return self
 
+    @model_validator(mode="after")
+    def _data_for_steps(self) -> "Recipe":
+        # Found here, not after the fp32 export: static int8 calibrates, QAT trains.
+        static = [v.label for v in self.quant_variants if v.mode == "static"]
+        if static and self.data.calibration is None:
+            raise ValueError(f"static int8 ({', '.join(static)}) calibrates on data: add 'data: {{calibration: "
+                             "{source: ...}}' (an .npz, 'digits' or a module:function), or use mode: dynamic")
+        if self.qat_steps and self.data.train is None:
+            raise ValueError("the qat step fine-tunes on training data: add 'data: {train: {source: ...}}'")
+        return self
+
     @field_validator("name")
     @classmethod
     def _not_a_dot_path(cls, v: str) -> str:

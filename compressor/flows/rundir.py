@@ -72,8 +72,8 @@ class RunDir:
                 write_text(self.path / INCOMPLETE, f"This run failed: {reason}\nIts QAT checkpoints are kept: "
                            "rerun with --resume to continue from them, or with --overwrite to start over.\n")
             return
-        for name in (MARKER, INCOMPLETE):
-            (self.path / name).unlink(missing_ok=True)
+        (self.path / MARKER).unlink(missing_ok=True)
+        (self.path / INCOMPLETE).unlink(missing_ok=True)  # last: a kill before it leaves a marked directory
         _release(self)
         (self.path / LOCK).unlink(missing_ok=True)
         _remove_made(self.created)
@@ -105,13 +105,17 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
         previous = _inspect(out)        # again, now that no other run can change it
         if previous is not None:
             _may_replace(out, previous, overwrite, resume)
+        # INCOMPLETE first: from here until the manifest is written, a kill at any moment
+        # leaves a directory that says it is unfinished.
+        started = _now()
+        write_text(out / INCOMPLETE, f"This run has not finished (pid {os.getpid()}, started {started}). If that "
+                   "process is gone it was interrupted: its files are partial, and the next run into this "
+                   "directory removes them.\n")
+        if previous is not None:
             _remove_ours(out, previous, keep_checkpoints=resume)
         rd.marker = {"tool": "compressor", "kind": "run", "state": "running", "pid": os.getpid(),
-                     "started": _now(), "owns": [f"artifacts/{recipe_name}."]}
+                     "started": started, "owns": [f"artifacts/{recipe_name}."]}
         write_json(out / MARKER, rd.marker)
-        write_text(out / INCOMPLETE, f"This run has not finished (pid {os.getpid()}, started {rd.marker['started']}"
-                   "). If that process is gone it was interrupted: its files are partial, and the next run into "
-                   "this directory removes them.\n")
     except BaseException:
         ours = rd._lock >= 0  # never unlink a lock file another run holds
         _release(rd)
@@ -175,10 +179,12 @@ def _read_marker(out: Path) -> dict | None:
             # A run from before the marker: it owns exactly the files its manifest lists.
             owns = [a["file"] for a in data.get("artifacts", []) if isinstance(a, dict) and isinstance(a.get("file"), str)]
             return {"tool": "compressor", "kind": "run", "state": "complete", "owns": owns, "exact": True}
-    # From before the marker too: a QAT run interrupted in training holds only its checkpoints.
+    # A run killed before its marker was written or after it was removed holds only
+    # INCOMPLETE; one from before the marker, killed in training, only its checkpoints.
     interrupted = {"tool": "compressor", "kind": "run", "state": "interrupted", "owns": [], "exact": True}
     files = [p for p in out.rglob("*") if (p.is_symlink() or not p.is_dir()) and p != out / LOCK]
-    if files and all(p.relative_to(out).parts[0] == "checkpoints" and _is_ours(out, p, interrupted) for p in files):
+    if files and all(p == out / INCOMPLETE or p.relative_to(out).parts[0] == "checkpoints"
+                     and _is_ours(out, p, interrupted) for p in files):
         return interrupted
     return None
 
@@ -199,7 +205,7 @@ def _is_ours(out: Path, path: Path, marker: dict) -> bool:
 def _may_replace(out: Path, marker: dict, overwrite: bool, resume: bool) -> None:
     if overwrite or resume:
         return
-    if marker.get("state") == "complete":
+    if marker.get("state") == "complete" and not (out / INCOMPLETE).exists():
         raise RecipeError(f"run directory {out} holds a finished run; pass --overwrite to replace it or choose "
                           "another --out")
     if _files_under(out / "checkpoints"):
@@ -219,7 +225,7 @@ def _remove_ours(out: Path, marker: dict, keep_checkpoints: bool) -> None:
             elif str(rel) in ("artifacts", "checkpoints"):
                 with contextlib.suppress(OSError):
                     path.rmdir()  # only when emptied: a folder of the user's inside stays
-        elif path.name not in (MARKER, LOCK) and _is_ours(out, path, marker):
+        elif str(rel) not in (MARKER, LOCK, INCOMPLETE) and _is_ours(out, path, marker):
             path.unlink(missing_ok=True)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from compressor.flows.rundir import INCOMPLETE, MARKER, _inspect
+from compressor.flows.rundir import INCOMPLETE, LOCK, _inspect
 from compressor.fsutil import sha256
 from hostile_cli import debris, one_line
 from recipes import digits_head
@@ -50,11 +50,20 @@ def _staging(run: Path) -> bool:
 
 
 # Moments named by what the directory shows, then moments drawn at random.
+def _taken_by(run: Path, pid: int) -> bool:
+    """The run has locked the directory (its pid is in the lock file)."""
+    try:
+        return (run / LOCK).read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
 MOMENTS = {
-    "taken": lambda run: (run / MARKER).exists(),
-    "exporting": _staging,
-    "first artifact": lambda run: (run / "artifacts").is_dir() and any((run / "artifacts").glob("*.onnx")),
-    "reports": lambda run: (run / "report.json").exists(),
+    "taken": _taken_by,
+    "exporting": lambda run, pid: _staging(run),
+    "first artifact": lambda run, pid: _taken_by(run, pid) and (run / "artifacts").is_dir()
+    and any((run / "artifacts").glob("*.onnx")),
+    "reports": lambda run, pid: (run / "report.json").exists() and _taken_by(run, pid),
 }
 
 
@@ -74,7 +83,7 @@ def test_kill_at_any_moment_leaves_a_complete_or_marked_directory_that_the_next_
         proc = subprocess.Popen(_command(recipe, run, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         t0 = time.monotonic()
         while proc.poll() is None:
-            if (when(run) if callable(when) else time.monotonic() - t0 >= when):
+            if (when(run, proc.pid) if callable(when) else time.monotonic() - t0 >= when):
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.002)

@@ -483,11 +483,15 @@ CLI_CASES = {
     "warmup_s-inf": (VALID + "benchmark: {warmup_s: .inf}\n").encode(),
     "opset": VALID.replace("targets: [onnx]", "targets: {onnx: {opset: 1000000}}").encode(),
     "outputs-empty": VALID.replace("outputs: [logits]", "outputs: []").encode(),
+    "static-no-data": (digits_head("hostile") + "steps: [{quantize: {variants: [{mode: static}]}}]\n"
+                       "targets: [onnx]\n").encode(),
+    "qat-no-data": (digits_head("hostile", calibration=64) + "steps: [{qat: {}}]\ntargets: [onnx]\n").encode(),
 }
 CLI_SAYS = {"utf16": "UTF-16 text", "binary": "must be UTF-8 text", "empty": "empty", "deep": "nested more than",
             "duplicate": "key 'targets' appears twice", "threads-true": "not true or false",
             "batch-1e9": "less than or equal to 65536", "warmup_s-inf": "finite", "opset": "opsets 18 to",
-            "outputs-empty": "empty list names no output"}
+            "outputs-empty": "empty list names no output", "static-no-data": "calibrates on data: add 'data:",
+            "qat-no-data": "fine-tunes on training data"}
 
 
 @pytest.mark.parametrize("case", list(CLI_CASES))

@@ -15,7 +15,7 @@ import pytest
 
 from compressor.flows.rundir import INCOMPLETE, LOCK, MARKER
 from compressor.fsutil import sha256
-from hostile_cli import cli, debris, one_line, refused
+from hostile_cli import cli, cli_process, debris, one_line, refused
 from recipes import digits_head
 
 FAST = "benchmark: {runs: 5, warmup: 0, warmup_s: 0, memory: false}\n"
@@ -272,3 +272,49 @@ def test_the_gate_refuses_the_report_of_a_run_that_did_not_finish(tmp_path, caps
     (tmp_path / "b.yaml").write_text("limits:\n  '*': {max_size: 10MB}\n")
     refused(capsys, "gate", run / "report.json", "--budgets", tmp_path / "b.yaml",
             says=("belongs to a run that did not finish", "INCOMPLETE"))
+
+
+# --- what an interrupted run left -----------------------------------------------------------
+
+def _interrupted(run: Path) -> None:
+    """What a run killed mid-way leaves: marker 'running', INCOMPLETE, files in flight."""
+    marker = json.loads((run / MARKER).read_text())
+    (run / MARKER).write_text(json.dumps({**marker, "state": "running", "pid": 999999}))
+    (run / INCOMPLETE).write_text("This run has not finished\n")
+    (run / "manifest.json").unlink()
+    (run / ".report.md.k3j2.part").write_text("half a rep")
+    staging = run / "artifacts" / ".rd.int8-static.x81.staging"
+    staging.mkdir()
+    (staging / "model.onnx").write_bytes(b"\x08\x07half")
+
+
+def test_the_next_run_cleans_what_an_interrupted_one_left_without_overwrite(tmp_path, capsys, previous_run):
+    run = copy_of(previous_run, tmp_path / "run")
+    _interrupted(run)
+    code, _, err = cli(capsys, "run", recipe(tmp_path), "--out", run, "--no-progress")
+    assert code == 0, err
+    finished(run)
+    assert sorted(p.name for p in (run / "artifacts").iterdir()) == ["rd.fp32.onnx"]
+
+
+def test_an_interrupted_run_with_qat_checkpoints_asks_for_resume_or_overwrite(tmp_path, capsys, previous_run):
+    run = copy_of(previous_run, tmp_path / "run")
+    _interrupted(run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "qat-x86.pt").write_bytes(b"hours of training")
+    refused(capsys, "run", recipe(tmp_path), "--out", run, "--no-progress",
+            says=("unfinished run with QAT checkpoints", "--resume", "--overwrite"))
+    assert (run / "checkpoints" / "qat-x86.pt").read_bytes() == b"hours of training"
+    assert (run / ".report.md.k3j2.part").exists()  # refused: nothing was touched
+
+
+def test_a_whole_run_writes_nothing_into_the_working_directory(tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    path = tmp_path / "static.yaml"
+    path.write_text(digits_head("rd", calibration=64) + "steps: [{quantize: {variants: [{mode: static}]}}]\n"
+                    "targets: [onnx]\n" + FAST, encoding="utf-8")
+    proc = cli_process("run", path, "--out", tmp_path / "run", "--no-progress", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert list(cwd.iterdir()) == []
+    finished(tmp_path / "run")
