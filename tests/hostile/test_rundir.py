@@ -174,7 +174,7 @@ def test_a_second_run_into_a_held_directory_names_the_holder(tmp_path, capsys):
 def test_two_overwrite_runs_at_once_one_wins_the_other_gets_one_line(tmp_path):
     path = tmp_path / "slow.yaml"
     path.write_text(digits_head("rd") + "targets: [onnx]\nbenchmark: {runs: 20, warmup: 0, warmup_s: 0, "
-                    "min_time_s: 4, memory: false}\n", encoding="utf-8")
+                    "min_time_s: 8, memory: false}\n", encoding="utf-8")
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "compressor", "run", str(path), "--out", str(run), "--overwrite", "--no-progress"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
