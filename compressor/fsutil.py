@@ -13,15 +13,20 @@ from pathlib import Path
 from typing import Iterator
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` itself when it exists, else its closest existing ancestor (as absolute)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def make_dirs(path: Path) -> None:
     """mkdir -p, with a one-line reason when a part of the path is a file."""
-    path = Path(path)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(p))
-            break
-    path.mkdir(parents=True, exist_ok=True)
+    found = nearest_existing(path)
+    if not found.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(found))
+    Path(path).mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -102,11 +107,8 @@ LOW_SPACE = 8 << 20
 
 def free_bytes(path: Path) -> int | None:
     """Free bytes on the filesystem holding `path` (or its nearest existing parent)."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
     try:
-        return shutil.disk_usage(path).free
+        return shutil.disk_usage(nearest_existing(path)).free
     except OSError:
         return None
 

@@ -27,7 +27,7 @@ from compressor import sysinfo
 from compressor.config.recipe import Recipe
 from compressor.data import Dataset
 from compressor.errors import RecipeError, first_line
-from compressor.fsutil import sha256, write_json, write_text
+from compressor.fsutil import nearest_existing, sha256, write_json, write_text
 
 MANIFEST_SCHEMA_VERSION = 1
 MARKER = ".compressor-run.json"
@@ -140,13 +140,11 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
 def _check_place(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RecipeError(f"run directory {out} is a file; choose another --out")
-    for parent in out.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RecipeError(f"cannot make run directory {out}: {parent} is a file; choose another --out")
-            if not os.access(parent, os.W_OK | os.X_OK) and not out.exists():
-                raise RecipeError(f"cannot make run directory {out}: {parent} is not writable; choose another --out")
-            break
+    parent = nearest_existing(out.absolute().parent)
+    if not parent.is_dir():
+        raise RecipeError(f"cannot make run directory {out}: {parent} is a file; choose another --out")
+    if not out.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise RecipeError(f"cannot make run directory {out}: {parent} is not writable; choose another --out")
 
 
 def _inspect(out: Path) -> dict | None:

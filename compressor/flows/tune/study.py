@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError, RecipeError, first_line
-from compressor.fsutil import write_json
+from compressor.fsutil import nearest_existing, write_json
 from compressor.config.recipe import Recipe
 from compressor.config.tune import TuneSpec
 from compressor.flows.tune.context import TuneContext, base_dict
@@ -137,11 +137,9 @@ def _prepare_out(out: Path) -> None:
     tune.json): rerunning continues the study there. Nothing in it is ever deleted."""
     if out.exists() and not out.is_dir():
         raise RecipeError(f"tune directory {out} is a file; choose another --out")
-    for parent in out.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RecipeError(f"cannot make tune directory {out}: {parent} is a file; choose another --out")
-            break
+    parent = nearest_existing(out.absolute().parent)
+    if not parent.is_dir():
+        raise RecipeError(f"cannot make tune directory {out}: {parent} is a file; choose another --out")
     ours = any((out / n).exists() for n in (TUNE_MARKER, "study.db", "tune.json"))
     if out.is_dir() and any(out.iterdir()) and not ours:
         raise RecipeError(f"tune directory {out} holds files that are not a study of ours; choose another --out")
