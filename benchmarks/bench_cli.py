@@ -12,10 +12,13 @@ from benchmarks import eval_data
 from benchmarks.harness import LIMITS, MAX_ELEMENTS, BenchConfig, measure, out_of_range, refuse_untrusted
 from benchmarks.metrics import Metrics
 from benchmarks.outpaths import check_outputs
-from benchmarks.report import SCHEMA_VERSION, human_size
+from benchmarks.report import human_size
 from compressor import sysinfo
 from compressor.errors import ArtifactError, CompressorError, InputShapeError, RecipeError
 
+# compressor.bench files: 1 lists the local results; 2 (with --device) one result per file
+# and device, with the devices section.
+BENCH_SCHEMA_VERSION = 1
 FLAGS = {"threads": "--threads", "warmup": "--warmup", "warmup_s": "--warmup-s", "runs": "--runs",
          "min_time_s": "--min-time-s", "batch_sizes": "--batch"}
 UNITS = {"threads": " threads", "warmup": " warm-up runs", "warmup_s": " seconds", "runs": " timed runs",
@@ -40,12 +43,35 @@ def check_args(args: argparse.Namespace) -> None:
         if math.prod(dims) > MAX_ELEMENTS:
             raise InputShapeError(f"--shape {name}={'x'.join(map(str, dims))} is {math.prod(dims):,} elements; "
                                   f"an input takes at most {MAX_ELEMENTS:,} (2**31): check the dims")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
-        raise RecipeError(f"--device {args.device}: use cpu, cuda or cuda:N")
+    args.devices_list = resolve_devices(args)
     check_outputs({"--json": args.json}, {"eval data": args.eval_data,
                                           **{f"artifact {f}": f for f in args.files}})
     if args.eval_data is not None:
         eval_data.read(args.eval_data)
+
+
+def resolve_devices(args: argparse.Namespace) -> list:
+    """--device values: inventory names (local is this machine), or cpu / cuda[:N] for this
+    machine's runtime device. Names are looked up before anything is measured."""
+    from benchmarks.devices.inventory import LOCAL_DEVICE, Inventory
+
+    names = args.device or ["local"]
+    execs = [n for n in names if re.fullmatch(r"cpu|cuda(:\d+)?", n)]
+    if len(execs) > 1 or (execs and "local" in names):
+        raise RecipeError(f"--device {' '.join(names)}: name this machine once (local, or cpu / cuda:N)")
+    args.exec_device = execs[0] if execs else "cpu"
+    from compressor.config.devices import valid_name
+
+    for n in names:
+        if n not in execs and not valid_name(n):
+            raise RecipeError(f"--device {n}: use local, cpu, cuda, cuda:N or the name of a device in devices.yaml")
+    names = ["local" if n in execs else n for n in names]
+    if names == ["local"]:
+        return [LOCAL_DEVICE]
+    if args.exec_device != "cpu":
+        raise RecipeError(f"--device {args.exec_device} with other devices: remote devices run on their CPUs; "
+                          "measure the GPU in a run of its own")
+    return Inventory(args.devices).resolve(names)
 
 
 def bench_files(args: argparse.Namespace) -> int:
@@ -53,6 +79,8 @@ def bench_files(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
+
+    from benchmarks.devices.inventory import LOCAL_DEVICE
 
     check_args(args)
     files: list[Path] = args.files
@@ -62,10 +90,14 @@ def bench_files(args: argparse.Namespace) -> int:
         target = targets.for_file(f)
         refuse_untrusted(target, f, args.trust)
         target.check_file(f)
-    cfg = BenchConfig(device=args.device, threads=args.threads, batch_sizes=tuple(args.batch),
+    cfg = BenchConfig(device=args.exec_device, threads=args.threads, batch_sizes=tuple(args.batch),
                       warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs, min_time_s=args.min_time_s,
                       isolate=not args.no_isolate, shapes=dict(args.shape), trust=args.trust)
     console = Console()
+    if args.devices_list != [LOCAL_DEVICE]:
+        from benchmarks.devices.report_bench import bench_devices_command
+
+        return bench_devices_command(args, files, cfg, console, lambda f: _measure_or_error(f, cfg, args.eval_data))
     results: list[Metrics] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmark", total=len(files))
@@ -90,11 +122,19 @@ def bench_files(args: argparse.Namespace) -> int:
     if args.json:
         from compressor.fsutil import write_json
 
-        write_json(args.json, {"schema": "compressor.bench", "schema_version": SCHEMA_VERSION,
+        write_json(args.json, {"schema": "compressor.bench", "schema_version": BENCH_SCHEMA_VERSION,
                                "config": {k: v for k, v in cfg.__dict__.items()},
                                "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
                                "results": [m.to_json() for m in results]})
     return 0
+
+
+def _measure_or_error(f: Path, cfg: BenchConfig, data: Path | None) -> Metrics | CompressorError:
+    """For several devices at once: a failure is that row's, not the command's."""
+    try:
+        return _measure(f, cfg, data)
+    except CompressorError as e:
+        return e
 
 
 def _measure(f: Path, cfg: BenchConfig, data: Path | None) -> Metrics:

@@ -7,6 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from benchmarks.device_report import grouped, row_emulated
 from benchmarks.gate import Check
 from benchmarks.report import human_size
 
@@ -62,13 +63,14 @@ def _delta(cur: float | None, old: float | None, higher_is_worse: bool, pct: boo
 
 def comment_markdown(report: dict, baseline: dict | None, checks: list[Check]) -> str:
     """A pull-request comment: the gate verdict and, per artifact, the change against
-    the baseline (🔺 worse, 🔻 better, ➖ within 1%)."""
+    the baseline (🔺 worse, 🔻 better, ➖ within 1%). Rows of other devices carry their
+    device in the name; an emulated row's latency is shown, marked, with no delta."""
     batch = report["benchmark"]["batch_sizes"][0]
     lines = [f"### compressor: {report['name']}", ""]
     base_rows = {r["name"]: r for r in (baseline or {}).get("artifacts", [])}
     lines += ["| artifact | p50 ms | Δ p50 | size | Δ size | accuracy | Δ accuracy |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in report["artifacts"]:
+    for r in grouped(report):
         m = r.get("metrics")
         if not m:
             lines.append(f"| {r['name']} | {r.get('status')} | | | | | |")
@@ -76,8 +78,11 @@ def comment_markdown(report: dict, baseline: dict | None, checks: list[Check]) -
         b = (base_rows.get(r["name"]) or {}).get("metrics")
         p50 = _p50(m, batch)
         acc = m.get("accuracy")
+        emulated = row_emulated(report, r)
+        p50_cell = "-" if p50 is None else f"{p50:.3f}" + (" (emulated)" if emulated else "")
+        p50_delta = "-" if emulated else _delta(p50, _p50(b, batch) if b else None, True)
         lines.append(
-            f"| {r['name']} | {'-' if p50 is None else f'{p50:.3f}'} | {_delta(p50, _p50(b, batch) if b else None, True)} | "
+            f"| {r['name']} | {p50_cell} | {p50_delta} | "
             f"{human_size(m['size_bytes'])} | {_delta(m['size_bytes'], b['size_bytes'] if b else None, True)} | "
             f"{'-' if acc is None else f'{100 * acc:.2f}%'} | "
             f"{_delta(acc, b.get('accuracy') if b else None, False, pct=False, tolerance=0.0005)} |")

@@ -12,6 +12,12 @@ min_speedup without an fp32 twin, a latency limit at a batch size that was not r
 exit 2 naming it; a regression limit for an artifact the baseline lacks is skipped (and
 says so). An artifact that failed or was skipped fails every budget that selects it
 (exit 1: the run's result does not fit).
+
+Devices: a selector's DEVICE: prefix picks the rows of that device (none: this machine's);
+a prefix without wildcards must name a device of the report, and an exact selector an
+artifact measured there (exit 2). Latency limits on a row measured under qemu pass as
+skipped: its outputs are real, its clock is the emulator's. A baseline row is the one of
+the same name, so the same device.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from benchmarks.device_report import LOCAL, device_names, device_of, row_emulated
 from benchmarks.metrics import normalized
 from benchmarks.report import human_size
 from benchmarks.stats import ratio_of_quantiles
-from compressor.config.budgets import BudgetsSpec, Limits, is_exact, selects
+from compressor.config.budgets import BudgetsSpec, Limits, is_exact, named_device, selects
 from compressor.errors import RecipeError
 
 # limit name -> (unit, direction): "max" limits fail above, "min" limits below.
@@ -31,6 +38,8 @@ UNITS = {"max_size": "bytes", "max_gzip_size": "bytes", "max_p50_ms": "ms", "max
          "min_speedup": "x", "max_size_ratio": "x", "max_latency_regression": "%",
          "max_size_regression": "%", "max_accuracy_regression": "pt"}
 RELATIVE = ("min_speedup", "max_size_ratio")
+LATENCY_LIMITS = ("max_p50_ms", "max_p90_ms", "max_p99_ms", "min_speedup", "max_latency_regression")
+EMULATED_SKIP = "skipped: emulated latency (qemu) is not gated"
 
 
 @dataclass(frozen=True)
@@ -88,22 +97,41 @@ def evaluate(report: dict, spec: BudgetsSpec, baseline: dict | None = None) -> l
     if baseline is not None:
         check_compatible(report, baseline)
     rows = report["artifacts"]
-    names = sorted(r["name"] for r in rows)
     for sel in spec.limits:
-        if is_exact(sel) and not any(selects(sel, r["target"], r["label"], r["precision"]) for r in rows):
-            raise RecipeError(f"the budgets name artifact {sel!r}, which the report does not have "
-                              f"(it has: {', '.join(names) or 'no artifacts'})")
+        _check_names(report, sel)
     batch = spec.latency.batch or report["benchmark"]["batch_sizes"][0]
     base_rows = {r["name"]: r for r in (baseline or {}).get("artifacts", [])}
     checks: list[Check] = []
     for row in rows:
         for sel, limits in spec.limits.items():
-            if selects(sel, row["target"], row["label"], row["precision"]):
-                checks += _check_row(row, limits, batch, spec, base_rows.get(row["name"]))
+            if _selects(sel, row):
+                checks += _check_row(row, limits, batch, spec, base_rows.get(row["name"]),
+                                     emulated=row_emulated(report, row))
     return checks
 
 
-def _check_row(row: dict, limits: Limits, batch: int, spec: BudgetsSpec, base: dict | None) -> list[Check]:
+def _selects(sel: str, row: dict) -> bool:
+    return selects(sel, row["target"], row["label"], row["precision"], device_of(row))
+
+
+def _check_names(report: dict, sel: str) -> None:
+    """A device or artifact named without wildcards must be in the report (exit 2)."""
+    rows = report["artifacts"]
+    devices = device_names(report)
+    device = named_device(sel)
+    if device is not None and device not in devices:
+        raise RecipeError(f"the budgets name device {device!r} (in {sel!r}), which the report does not have "
+                          f"(it has: {', '.join(devices) or 'no devices'})")
+    if is_exact(sel) and not any(_selects(sel, r) for r in rows):
+        there = [r["name"] for r in rows if device_of(r) == (device or LOCAL)]
+        names = sorted(there or [r["name"] for r in rows])
+        where = f" on device {device!r}" if device and there else ""
+        raise RecipeError(f"the budgets name artifact {sel!r}, which the report does not have{where} "
+                          f"(it has{' there' if where else ''}: {', '.join(names) or 'no artifacts'})")
+
+
+def _check_row(row: dict, limits: Limits, batch: int, spec: BudgetsSpec, base: dict | None,
+               emulated: bool = False) -> list[Check]:
     name = row["name"]
     given = limits.given()
     if row.get("status") != "ok" or not row.get("metrics"):
@@ -113,6 +141,9 @@ def _check_row(row: dict, limits: Limits, batch: int, spec: BudgetsSpec, base: d
     for key, limit in given.items():
         if key in RELATIVE and row["label"] == "fp32":
             continue  # the fp32 artifact is the yardstick of its own target
+        if emulated and key in LATENCY_LIMITS:
+            out.append(Check(name, key, limit, None, True, EMULATED_SKIP))
+            continue
         measured, detail = _measure(key, row, batch, spec, base)
         if measured is None and detail.startswith("skip"):
             out.append(Check(name, key, limit, None, True, detail))
@@ -158,9 +189,10 @@ def _measure(key: str, row: dict, batch: int, spec: BudgetsSpec, base: dict | No
     if key in RELATIVE:
         key_of = {"min_speedup": "speedup_vs_fp32", "max_size_ratio": "size_ratio_vs_fp32"}[key]
         if row.get(key_of) is None:
-            return None, (f"the report has no {key_of} for it (no measured fp32 {row['target']} artifact to compare "
-                          "with); add fp32 to the run's precisions or drop this budget")
-        return row[key_of], f"against fp32 {row['target']}" + (f", batch {batch}" if key == "min_speedup" else "")
+            return None, (f"the report has no {key_of} for it (no measured fp32 {row['target']} artifact{_on(row)} to "
+                          "compare with); add fp32 to the run's precisions or drop this budget")
+        return row[key_of], f"against fp32 {row['target']}{_on(row)}" + (f", batch {batch}" if key == "min_speedup"
+                                                                          else "")
     if base is None or base.get("status") != "ok" or not base.get("metrics"):
         return None, "skipped: no baseline for this artifact"
     bm = base["metrics"]
@@ -171,6 +203,10 @@ def _measure(key: str, row: dict, batch: int, spec: BudgetsSpec, base: dict | No
             return None, "the report or the baseline has no accuracy"
         return 100 * (bm["accuracy"] - m["accuracy"]), f"baseline {100 * bm['accuracy']:.2f}%"
     return _latency_regression(row, base, batch, spec)
+
+
+def _on(row: dict) -> str:
+    return "" if device_of(row) == LOCAL else f" on {device_of(row)}"
 
 
 def _latency_regression(row: dict, base: dict, batch: int, spec: BudgetsSpec) -> tuple[object, str]:

@@ -245,31 +245,25 @@ def refuse_untrusted(target, path: Path, trust: bool) -> None:
 
 
 def _time(session, feeds: dict[str, np.ndarray], cfg: BenchConfig, batch: int, reference=None) -> Latency:
-    # Warm up by count and by time: caches, thread pools and lazy kernel selection settle.
-    n, start = 0, time.perf_counter()
-    while n < cfg.warmup or time.perf_counter() - start < cfg.warmup_s:
-        session.run(feeds)
-        n += 1
-    # Timed runs in blocks; with a reference workload, it is timed after every block so
-    # that each block can be normalised by what the machine was doing at that moment.
+    # The loop every device runs (benchmarks.devices.runner.timing). With a reference
+    # workload, it is timed after every block so that each block can be normalised by
+    # what the machine was doing at that moment.
+    from benchmarks.devices.runner.timing import timed_runs
+
     block = max(1, -(-cfg.runs // BLOCKS))
-    samples: list[float] = []
     ref_blocks: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < cfg.runs or time.perf_counter() - start < cfg.min_time_s:
-        for _ in range(block):
-            t = time.perf_counter()
-            session.run(feeds)
-            samples.append(time.perf_counter() - t)
-        if reference is not None:
-            ref_blocks.append(reference.block_ms())
+    samples = timed_runs(lambda: session.run(feeds), cfg.warmup, cfg.warmup_s, cfg.runs, cfg.min_time_s, block,
+                         (lambda: ref_blocks.append(reference.block_ms())) if reference is not None else None)
     return Latency.from_samples(batch, samples, keep=cfg.keep_samples, block=block, ref_blocks_ms=ref_blocks)
 
 
 def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
            eval_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """Real evaluation samples when they fit the model, else inputs generated from its
-    declared shapes and dtypes (symbolic leading axis = batch; others from --shape)."""
+    declared shapes and dtypes (symbolic leading axis = batch; others from --shape), the
+    same values a remote device generates."""
+    from benchmarks.devices.runner.timing import generated_input
+
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in session.inputs:
@@ -277,14 +271,9 @@ def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
         real = None if eval_inputs is None else eval_inputs.get(spec.name)
         if real is not None and tuple(real.shape[1:]) == tuple(shape[1:]) and len(real) >= shape[0]:
             feeds[spec.name] = np.ascontiguousarray(real[:shape[0]].astype(spec.dtype, copy=False))
-        elif spec.dtype.startswith("float"):
-            feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
-        elif spec.dtype == "bool":
-            feeds[spec.name] = rng.random(shape) > 0.5
-        elif spec.dtype in ("int64", "int32", "int16", "int8", "uint8"):
-            # Small non-negative ids: valid token ids, indices and mask values for most models.
-            feeds[spec.name] = rng.integers(0, 2 if spec.name.endswith("mask") else 100, size=shape).astype(spec.dtype)
-        else:
+            continue
+        feeds[spec.name] = generated_input(spec.name, shape, spec.dtype, rng)
+        if feeds[spec.name] is None:
             raise errors.InputShapeError(f"input {spec.name!r} has dtype {spec.dtype}, which the benchmark "
                                          "cannot generate; pass real data")
     return feeds
@@ -347,14 +336,9 @@ def gzip_size(files: list[Path]) -> int:
 
 
 def _proc_status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    from benchmarks.devices.runner.timing import proc_status_mb
+
+    return proc_status_mb(key)
 
 
 def _rss_mb() -> float:

@@ -7,6 +7,8 @@ import html
 import io
 from pathlib import Path
 
+from benchmarks.device_report import (artifact_key, describe, device_emulated, device_names, device_notes, device_of,
+                                      has_devices, p50_at, reference_device, side_by_side, side_by_side_caption)
 from benchmarks.report import rows as table_rows
 from compressor.fsutil import write_text
 
@@ -69,10 +71,54 @@ def bars_figure(title: str, values: dict[str, float], xlabel: str):
     return fig
 
 
+def device_bars_figure(report: dict, batch: int):
+    """p50 latency of each artifact on each device, grouped by artifact; emulated
+    devices hatched and named so in the legend (their clock is qemu's)."""
+    plt = pyplot()
+    devices = device_names(report)
+    keys = list(dict.fromkeys(artifact_key(r) for r in report["artifacts"]))[:40]
+    by = {(device_of(r), artifact_key(r)): r for r in report["artifacts"]}
+    height = 0.8 / len(devices)
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(keys) * len(devices) + 1.4), dpi=100)
+    values, failed = [], []
+    for j, d in enumerate(devices):
+        ys = [i + (j - (len(devices) - 1) / 2) * height for i in range(len(keys))]
+        xs = [p50_at(by.get((d, k)), batch) or 0.0 for k in keys]  # a failed or missing row: no bar
+        values += [x for x in xs if x > 0]
+        failed += [(y, f"{d}: {by[(d, k)].get('status')}") for y, k in zip(ys, keys)
+                   if (d, k) in by and by[(d, k)].get("status") != "ok"]
+        emulated = device_emulated(report, d)
+        ax.barh(ys, xs, height=height * 0.95, label=f"{d} (emulated)" if emulated else d,
+                hatch="//" if emulated else None, edgecolor="#343a40" if emulated else None,
+                alpha=0.55 if emulated else 1.0)
+    log = bool(values) and max(values) / min(values) > 30  # a board can be a hundred times slower than this machine
+    if log:
+        ax.set_xscale("log")
+    for y, text in failed:  # where its bar would start
+        ax.text(min(values) if log else 0.0, y, f" {text}", va="center", fontsize=7, color="#c92a2a")
+    ax.set_yticks(range(len(keys)), keys, fontsize=7)
+    ax.invert_yaxis()  # the run's first artifact on top
+    ax.set_xlabel(f"p50 latency (ms, batch {batch})")
+    ax.set_title("Latency on each device", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _scatter_rows(report: dict) -> list[dict]:
+    """The rows of the accuracy plots: one device's, since a front across devices mixes
+    machines (the reference device, this machine when it measured)."""
+    ref = reference_device(report) if has_devices(report) else None
+    return [r for r in report["artifacts"] if r.get("metrics") and r["metrics"].get("accuracy") is not None
+            and (ref is None or device_of(r) == ref)]
+
+
 def render(report: dict) -> str:
     header, cells = table_rows(report)
     batch = report["benchmark"]["batch_sizes"][0]
-    ok = [r for r in report["artifacts"] if r.get("metrics") and r["metrics"].get("accuracy") is not None]
+    ok = _scatter_rows(report)
+    on = f" on {device_of(ok[0])}" if ok and has_devices(report) else ""
     plots = []
     if len(ok) >= 2:
         names = [r["name"] for r in ok]
@@ -80,8 +126,10 @@ def render(report: dict) -> str:
         p50 = [next(l["p50_ms"] for l in r["metrics"]["latency"] if l["batch"] == batch) for r in ok]
         size = [r["metrics"]["size_bytes"] / 1e6 for r in ok]
         plots.append(svg_of(scatter_figure(names, p50, acc, f"p50 latency (ms, batch {batch})",
-                                         "Latency against accuracy")))
+                                         f"Latency against accuracy{on}")))
         plots.append(svg_of(scatter_figure(names, size, acc, "size on disk (MB)", "Size against accuracy")))
+    if len(device_names(report)) > 1:
+        plots.insert(0, svg_of(device_bars_figure(report, batch)))
     # Per-layer views from steps that produce them (sensitivity, sparsity): {title: {layer: value}}.
     for title, values in (report.get("per_layer") or {}).items():
         if values:
@@ -105,10 +153,31 @@ th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) {{ text-align: 
 <p class="meta">{html.escape(report.get('created', ''))} · {html.escape(cpu['model'])} ·
 device {html.escape(report['benchmark']['device'])} · {report['benchmark']['threads']} threads · batch {batch}</p>
 <table><thead><tr>{table}</tr></thead><tbody>{body}</tbody></table>
-{f'<ul>{notes}</ul>' if notes else ''}
+{f'<ul>{notes}</ul>' if notes else ''}{devices_html(report)}
 <div class="plots">{''.join(plots)}</div>
 </body></html>
 """
+
+
+def devices_html(report: dict) -> str:
+    """The side-by-side table (several devices) and what each device is; empty for a
+    report of this machine alone."""
+    if not has_devices(report):
+        return ""
+    out = []
+    if len(device_names(report)) > 1:
+        header, cells = side_by_side(report)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+        out.append(f'<h2>Latency on each device</h2>\n<p class="meta">{html.escape(side_by_side_caption(report))}</p>'
+                   f"\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    items = []
+    for d in device_names(report):
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in device_notes(report, d))
+        items.append(f"<li><b>{html.escape(d)}</b>: {html.escape(describe(report, d))}"
+                     + (f"<ul>{notes}</ul>" if notes else "") + "</li>")
+    out.append(f"<h2>Devices</h2>\n<ul>{''.join(items)}</ul>")
+    return "".join("\n" + part for part in out)
 
 
 def write_html(path: Path, report: dict) -> None:

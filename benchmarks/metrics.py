@@ -71,6 +71,8 @@ class Metrics:
     accuracy: float | None = None
     eval_samples: int | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    emulated: bool = False                  # measured under an emulator (qemu): the latency is not the board's
+    device_state: dict[str, Any] | None = None  # temperature and CPU frequency before and after, per round
 
     def latency_at(self, batch: int) -> Latency | None:
         return next((l for l in self.latency if l.batch == batch), None)

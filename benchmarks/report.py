@@ -6,46 +6,63 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+from benchmarks.device_report import (LOCAL, artifact_key, describe, device_emulated, device_names, device_notes,
+                                      device_of, devices_markdown, grouped, has_devices, row_emulated,
+                                      side_by_side, side_by_side_caption)
+
 SCHEMA = "compressor.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rows measured on other devices, and the devices section
 
 
 def build(name: str, model: dict, reference: dict, bench: dict, machine: dict,
-          artifacts: list[dict]) -> dict[str, Any]:
-    """Assemble the report and derive the comparisons against each target's fp32 twin."""
+          artifacts: list[dict], devices: dict | None = None) -> dict[str, Any]:
+    """Assemble the report and derive the comparisons against each row's fp32 twin: the
+    fp32 artifact of the same target measured on the same device. `devices` describes
+    each device by name (kind, cpu, runtimes, notes)."""
     rows = [dict(a) for a in artifacts]
-    by_target_fp32 = {r["target"]: r for r in rows if r["label"] == "fp32" and r.get("metrics")}
+    fp32_twin = {(device_of(r), r["target"]): r for r in rows if r["label"] == "fp32" and r.get("metrics")}
     batch = bench["batch_sizes"][0]
     ref_acc = reference.get("accuracy")
     for r in rows:
-        notes = r.setdefault("notes", [])
+        r.setdefault("notes", [])
         m = r.get("metrics")
         if not m:
             continue
         if ref_acc is not None and m.get("accuracy") is not None:
             r["accuracy_delta"] = m["accuracy"] - ref_acc
-        base = by_target_fp32.get(r["target"])
-        if base is None or base is r:
-            continue
-        p50 = _p50(m, batch)
-        p50_base = _p50(base["metrics"], batch)
-        if p50 and p50_base:
-            r["speedup_vs_fp32"] = p50_base / p50
-            if r["speedup_vs_fp32"] < 1.0:
-                # Slower by a margin that matters (3%) and beyond the timing noise.
-                if r["speedup_vs_fp32"] < 0.97 and _significantly_slower(m, base["metrics"], batch):
-                    r["slower_than_fp32"] = True
-                    notes.append(f"SLOWER than fp32 {r['target']} ({r['speedup_vs_fp32']:.2f}x at batch {batch}): "
-                                 "do not ship it for speed on this machine")
-                else:
-                    notes.append(f"no measurable speedup over fp32 {r['target']} at batch {batch} "
-                                 "(the difference is within the timing noise)")
-        r["size_ratio_vs_fp32"] = m["size_bytes"] / base["metrics"]["size_bytes"]
-    return {
+        base = fp32_twin.get((device_of(r), r["target"]))
+        if base is not None and base is not r:
+            device = (devices or {}).get(device_of(r)) or {}
+            _against_fp32(r, base, batch, emulated=bool(m.get("emulated") or device.get("emulated")))
+    report = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": model, "reference": reference, "benchmark": bench, "machine": machine, "artifacts": rows,
     }
+    if devices is not None:
+        report["devices"] = devices
+    return report
+
+
+def _against_fp32(r: dict, base: dict, batch: int, emulated: bool) -> None:
+    """Speedup and size ratio over the fp32 twin, and a loud note when int8 is slower."""
+    m, notes = r["metrics"], r["notes"]
+    where = f" on {device_of(r)}" if device_of(r) != LOCAL else ""
+    p50 = _p50(m, batch)
+    p50_base = _p50(base["metrics"], batch)
+    if p50 and p50_base:
+        r["speedup_vs_fp32"] = p50_base / p50
+        # Under qemu the clock measures the emulator, not the board: no verdict on speed.
+        if r["speedup_vs_fp32"] < 1.0 and not emulated:
+            # Slower by a margin that matters (3%) and beyond the timing noise.
+            if r["speedup_vs_fp32"] < 0.97 and _significantly_slower(m, base["metrics"], batch):
+                r["slower_than_fp32"] = True
+                notes.append(f"SLOWER than fp32 {r['target']}{where} ({r['speedup_vs_fp32']:.2f}x at batch {batch}): "
+                             f"do not ship it for speed on {device_of(r) if where else 'this machine'}")
+            else:
+                notes.append(f"no measurable speedup over fp32 {r['target']}{where} at batch {batch} "
+                             "(the difference is within the timing noise)")
+    r["size_ratio_vs_fp32"] = m["size_bytes"] / base["metrics"]["size_bytes"]
 
 
 def _significantly_slower(m: dict, base: dict, batch: int) -> bool:
@@ -86,13 +103,15 @@ def rows(report: dict) -> tuple[list[str], list[list[str]]]:
     header = ["artifact", "precision", "size", "gzip", f"p50 ms (b{batch})", "p90 ms", "speedup",
               "accuracy", "Δ acc", "cosine", "status"]
     out = []
-    for r in report["artifacts"]:
+    for r in grouped(report):
         m, fid = r.get("metrics") or {}, r.get("fidelity") or {}
         acc = m.get("accuracy")
         delta = r.get("accuracy_delta")
         status = {"ok": "ok", "skipped": "skipped"}.get(r.get("status"), f"FAILED: {r.get('error', '')}")
         if r.get("slower_than_fp32"):
             status = "⚠ slower than fp32"
+        elif status == "ok" and row_emulated(report, r):
+            status = "ok, emulated latency"
         out.append([
             r["name"], r["precision"], human_size(m.get("size_bytes")), human_size(m.get("gzip_bytes")),
             _fmt(_lat(m, batch, "p50_ms") if m else None, ".3f"), _fmt(_lat(m, batch, "p90_ms") if m else None, ".3f"),
@@ -115,7 +134,9 @@ def to_markdown(report: dict) -> str:
                      f"{ref['eval_samples']} evaluation samples.")
     lines += [f"Measured on {cpu['model']} ({', '.join(cpu['kernel_flags']) or 'no SIMD flags read'}), "
               f"device {b['device']}, {b['threads']} threads, batch {b['batch_sizes'][0]}, "
-              f"{b['runs']} timed runs after warm-up; speedup is against the same target's fp32 artifact.", ""]
+              f"{b['runs']} timed runs after warm-up; speedup is against the same target's fp32 artifact"
+              + (" on the same device. Rows named DEVICE:TARGET/LABEL were measured on that device (see Devices)."
+                 if has_devices(report) else "."), ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header) - 1)) + "|---|")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
@@ -124,7 +145,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Latency at other batch sizes (p50 ms / samples per second):", "",
                   "| artifact | " + " | ".join(f"batch {x}" for x in extra) + " |",
                   "|---|" + "---:|" * len(extra)]
-        for r in report["artifacts"]:
+        for r in grouped(report):
             m = r.get("metrics")
             if m:
                 cells_b = []
@@ -133,6 +154,7 @@ def to_markdown(report: dict) -> str:
                     tp = _lat(m, x, "throughput")
                     cells_b.append("-" if p50 is None else f"{p50:.3f} / {tp:.0f}")
                 lines.append(f"| {r['name']} | " + " | ".join(cells_b) + " |")
+    lines += devices_markdown(report)
     lines += pruning_markdown(report)
     from benchmarks.qat_report import qat_markdown
 
@@ -140,8 +162,8 @@ def to_markdown(report: dict) -> str:
     from benchmarks.fallback_report import fallback_markdown
 
     lines += fallback_markdown(report)
-    notes = [(r["name"], f"{r['status']}: {r.get('error')}") for r in report["artifacts"] if r.get("status") != "ok"]
-    notes += [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
+    notes = [(r["name"], f"{r['status']}: {r.get('error')}") for r in grouped(report) if r.get("status") != "ok"]
+    notes += [(r["name"], n) for r in grouped(report) for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- **{name}**: {n}" for name, n in notes]
     return "\n".join(lines) + "\n"
@@ -168,15 +190,49 @@ def pruning_markdown(report: dict) -> list[str]:
 
 
 def print_table(report: dict, console=None) -> None:
-    """A terminal table that fits 80 columns: the Markdown report has the full set."""
-    from rich import box
+    """A terminal table that fits 80 columns: the Markdown report has the full set. Rows
+    of other devices come under a line naming the device, with their plain names, so that
+    the artifact column stays as narrow as on one machine."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     header, cells = rows(report)
     keep = ["artifact", "precision", "size", header[4], "p90 ms", "speedup", "accuracy", "Δ acc", "cosine"]
     idx = [header.index(k) for k in keep]
+    table = _main_table(report, header, keep)
+    current = None
+    for r, row in zip(grouped(report), cells):
+        if row[-1] == "skipped":
+            continue  # the reason is printed below the table
+        if has_devices(report) and device_of(r) != current:
+            current = device_of(r)
+            _device_heading(table, report, current, len(keep))
+        bad = row[-1].startswith(("FAILED", "⚠"))
+        cells_short = [row[i].removesuffix(" pt") for i in idx]
+        if has_devices(report):
+            cells_short[0] = artifact_key(r)
+        table.add_row(*cells_short, style="red" if bad else None)
+    console.print(table)
+    ref = report["reference"]
+    if ref.get("accuracy") is not None:
+        console.print(f"reference: {_framework(ref)} fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
+                      "held-out samples; speed is against the same target's fp32 artifact"
+                      + (" on the same device" if has_devices(report) else ""))
+    for r in grouped(report):
+        if r.get("status") == "skipped":
+            console.print(f"{r['name']}: skipped: {r.get('error')}")
+        elif r.get("status") != "ok":
+            console.print(f"[red]{r['name']}: {r.get('status')}: {r.get('error')}[/red]")
+        for note in r.get("notes", []):
+            console.print(f"[yellow]{r['name']}: {note}[/yellow]")
+    if has_devices(report):
+        print_devices(report, console)
+
+
+def _main_table(report: dict, header: list[str], keep: list[str]):
+    from rich import box
+    from rich.table import Table
+
     short = {"precision": "prec", header[4]: "p50 ms", "accuracy": "acc", "speedup": "speed"}
     table = Table(title=f"{report['name']}: batch {report['benchmark']['batch_sizes'][0]}, "
                   f"{report['benchmark']['threads']} threads, {report['benchmark']['device']}",
@@ -185,24 +241,38 @@ def print_table(report: dict, console=None) -> None:
     for k in keep:
         table.add_column(short.get(k, k), justify="left" if k in ("artifact", "precision") else "right",
                          no_wrap=k != "artifact", overflow="fold", min_width=4 if k == "precision" else None)
-    for row in cells:
-        bad = row[-1].startswith(("FAILED", "⚠"))
-        if row[-1] == "skipped":
-            continue  # the reason is printed below the table
-        cells_short = [row[i].removesuffix(" pt") for i in idx]
-        table.add_row(*cells_short, style="red" if bad else None)
-    console.print(table)
-    ref = report["reference"]
-    if ref.get("accuracy") is not None:
-        console.print(f"reference: {_framework(ref)} fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
-                      "held-out samples; speed is against the same target's fp32 artifact")
-    for r in report["artifacts"]:
-        if r.get("status") == "skipped":
-            console.print(f"{r['name']}: skipped: {r.get('error')}")
-        elif r.get("status") != "ok":
-            console.print(f"[red]{r['name']}: {r.get('status')}: {r.get('error')}[/red]")
-        for note in r.get("notes", []):
-            console.print(f"[yellow]{r['name']}: {note}[/yellow]")
+    return table
+
+
+def _device_heading(table, report: dict, device: str, width: int) -> None:
+    from rich.text import Text
+
+    label = f"{device} (emulated)" if device_emulated(report, device) else device
+    if table.row_count:
+        table.add_section()
+    table.add_row(Text(label, style="bold"), *[""] * (width - 1))
+
+
+def print_devices(report: dict, console) -> None:
+    """The side-by-side latency of each artifact on each device, and what each device is."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    if len(device_names(report)) > 1:
+        header, cells = side_by_side(report)
+        table = Table(title="p50 ms on each device", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                      padding=(0, 1), collapse_padding=True, show_edge=False)
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        console.print(table)
+        console.print(side_by_side_caption(report), markup=False)
+    for d in device_names(report):
+        console.print(f"{d}: {describe(report, d)}", markup=False, highlight=False)
+        for n in device_notes(report, d):
+            console.print(f"[yellow]  {escape(n)}[/yellow]")
 
 
 def _framework(ref: dict) -> str:

@@ -11,9 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from benchmarks.device_report import DEVICE_NAME
 from benchmarks.report import SCHEMA, SCHEMA_VERSION
 from compressor.errors import RecipeError, first_line
 
+OLDEST_VERSION = 1  # version 1 has no devices: every row is this machine's, as version 2 reads it
 MAX_BYTES = 512 * 2**20  # reports with every run's latency stay far below this
 STATUSES = ("ok", "failed", "skipped")
 OTHER_SCHEMAS = {"compressor.bench": "the output of `compressor bench --json`",
@@ -73,8 +75,9 @@ def _parse(text: str, label: str) -> Any:
 
 
 def check_report(data: Any, label: str) -> None:
-    """Raise ReportError unless `data` has the shape a schema-1 report has where the
-    readers look: header, benchmark settings, model identity and artifact rows."""
+    """Raise ReportError unless `data` has the shape a report of a version this
+    compressor reads has where the readers look: header, benchmark settings, model
+    identity, devices and artifact rows."""
     if not isinstance(data, dict):
         raise ReportError(f"{label} is JSON but not a report: its top level is {_kind(data)}, not an object; "
                           f"{REMEDY}")
@@ -89,8 +92,8 @@ def check_report(data: Any, label: str) -> None:
     if version > SCHEMA_VERSION:
         raise ReportError(f"{label} has report schema version {version}, newer than the version {SCHEMA_VERSION} this "
                           "compressor reads; upgrade compressor to read it")
-    if version < SCHEMA_VERSION:
-        raise ReportError(f"{label} has report schema version {version}, older than the version {SCHEMA_VERSION} "
+    if version < OLDEST_VERSION:
+        raise ReportError(f"{label} has report schema version {version}, older than the version {OLDEST_VERSION} "
                           "this compressor reads; run it again with this version")
     c = _Checker(label)
     c.field(data, "artifacts", list, "the list of artifact rows")
@@ -104,6 +107,7 @@ def check_report(data: Any, label: str) -> None:
     c.field(data, "model", dict, "the model's identity")
     if data.get("budgets") is not None and not isinstance(data["budgets"], dict):
         c.fail("budgets", f"is {_kind(data['budgets'])}, not an object")
+    _check_devices(c, data.get("devices"))
     names: set[str] = set()
     for i, row in enumerate(data["artifacts"]):
         name = _check_row(c, row, f"artifacts[{i}]")
@@ -125,6 +129,8 @@ def _check_row(c: "_Checker", row: Any, at: str) -> str:
     for key in ("error",):
         if row.get(key) is not None and not isinstance(row[key], str):
             c.fail(f"{at}.{key}", f"is {_kind(row[key])}, not text")
+    if row.get("device") is not None:
+        c.device_name(row["device"], f"{at}.device")
     notes = row.get("notes")
     if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
         c.fail(f"{at}.notes", "is not a list of text lines")
@@ -147,6 +153,15 @@ def _check_row(c: "_Checker", row: Any, at: str) -> str:
     c.number(m.get("gzip_bytes"), f"{at}.gzip_bytes", low=1)
     c.number(m.get("accuracy"), f"{at}.accuracy", optional=True, low=0, high=1)
     c.number(m.get("reference_p50_ms"), f"{at}.reference_p50_ms", optional=True, low=0, above=True)
+    if m.get("emulated") is not None and not isinstance(m["emulated"], bool):
+        c.fail(f"{at}.emulated", f"is {_show(m['emulated'])}, not true/false")
+    state = m.get("device_state")
+    if state is not None:
+        if not isinstance(state, dict):
+            c.fail(f"{at}.device_state", f"is {_kind(state)}, not an object")
+        for when in ("before", "after"):
+            if state.get(when) is not None and not isinstance(state[when], dict):
+                c.fail(f"{at}.device_state.{when}", f"is {_kind(state[when])}, not an object")
     lats = c.field(m, "latency", list, "the latency per batch size", where=at)
     for j, lat in enumerate(lats):
         where = f"{at}.latency[{j}]"
@@ -163,6 +178,25 @@ def _check_row(c: "_Checker", row: Any, at: str) -> str:
             for k, x in enumerate(values):
                 c.number(x, f"{where}.{key}[{k}]", low=0, above=above)
     return row["name"]
+
+
+def _check_devices(c: "_Checker", devices: Any) -> None:
+    """The devices section (version 2, optional): a description per device name."""
+    if devices is None:
+        return
+    if not isinstance(devices, dict):
+        c.fail("devices", f"is {_kind(devices)}, not an object of device descriptions")
+    for name, info in devices.items():
+        c.device_name(name, f"devices[{name!r}]")
+        if not isinstance(info, dict):
+            c.fail(f"devices[{name!r}]", f"is {_kind(info)}, not an object")
+        if info.get("emulated") is not None and not isinstance(info["emulated"], bool):
+            c.fail(f"devices[{name!r}].emulated", f"is {_show(info['emulated'])}, not true/false")
+        notes = info.get("notes")
+        if notes is not None and not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
+            c.fail(f"devices[{name!r}].notes", "is not a list of text lines")
+        if info.get("runtimes") is not None and not isinstance(info["runtimes"], dict):
+            c.fail(f"devices[{name!r}].runtimes", f"is {_kind(info['runtimes'])}, not an object of versions")
 
 
 class _Checker:
@@ -194,6 +228,10 @@ class _Checker:
             self.fail(where, f"is {x}; it must be {'above' if above else 'at least'} {low}")
         if high is not None and x > high:
             self.fail(where, f"is {x}; it must be at most {high}")
+
+    def device_name(self, x: Any, where: str) -> None:
+        if not isinstance(x, str) or not DEVICE_NAME.fullmatch(x):
+            self.fail(where, f"is {_show(x)}, not a device name (letters, digits, '-', '_', '.')")
 
     def count(self, x: Any, where: str, low: int) -> None:
         if not _is_int(x):

@@ -24,10 +24,11 @@ class ArtifactRow:
     fidelity: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     fallback: dict[str, Any] | None = None
+    device: str = "local"                        # where it was measured (an inventory name)
 
     @property
     def name(self) -> str:
-        return f"{self.target}/{self.label}"
+        return f"{self.target}/{self.label}" if self.device == "local" else f"{self.device}:{self.target}/{self.label}"
 
     def fail(self, status: Status, error: str) -> None:
         """The row did not make it: no file is left under its name."""
@@ -38,6 +39,8 @@ class ArtifactRow:
         out: dict[str, Any] = {"name": self.name, "target": self.target, "label": self.label,
                                "precision": self.precision, "intent": self.intent, "status": self.status,
                                "notes": list(self.notes)}
+        if self.device != "local":
+            out["device"] = self.device
         for key in ("error", "file", "export", "fidelity", "metrics", "fallback"):
             value = getattr(self, key)
             if value is not None:

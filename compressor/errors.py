@@ -42,6 +42,15 @@ class ArtifactError(CompressorError):
     """An artifact file is missing, empty, truncated or not of the format it claims."""
 
 
+class DeviceError(CompressorError):
+    """A device cannot be reached or used: unreachable, refused, a host key that does not
+    match, a Python or runtime missing there, its disk full. The message names the device."""
+
+
+class DeviceLost(DeviceError):
+    """The connection to a device dropped while it worked (one retry is made)."""
+
+
 class FidelityError(CompressorError):
     """An artifact's outputs differ from the reference beyond tolerance. Exit code 1, as
     for a budget: what was given is fine, the result does not hold (CI tells the two

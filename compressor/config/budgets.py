@@ -1,9 +1,12 @@
 """Budgets: what a CI gate holds an artifact to. Plain data, validated strictly.
 
 Written under `budgets:` in a recipe or in a separate budgets.yaml (`version: 1` on top).
-`limits` maps an artifact selector to its limits. A selector is `TARGET/WHAT`, where
-WHAT matches an artifact's label (`int8-static`) or precision (`int8`); `*` and other
-shell wildcards work in both halves, and `*` alone selects every artifact.
+`limits` maps an artifact selector to its limits. A selector is `[DEVICE:]TARGET/WHAT`,
+where WHAT matches an artifact's label (`int8-static`) or precision (`int8`); `*` and
+other shell wildcards work in every part, and `*` alone selects every artifact. DEVICE
+names the device that measured the row (`pi5:tflite/int8`, `pi5:*`, `*:onnx/int8`);
+a selector without it selects the rows of this machine ("local") only, so budgets
+written before devices existed keep their meaning.
 
 Units: sizes in bytes or with a unit ("300KB", "1.5MiB"); latency in milliseconds;
 accuracy in percent and accuracy drops in percentage points; regressions against a
@@ -13,15 +16,21 @@ baseline report in percent (latency, size) or points (accuracy).
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from compressor.config.devices import LOCAL, NAME as DEVICE_NAME
 from compressor.config.strict import MAX_BATCH, Bool, Bytes, Float, Int, Strict, UserPath, Version
 
 MAX_BYTES = 2**50  # a PiB: past every artifact and disk
 MAX_MS = 3_600_000.0  # an hour per inference
 MAX_PERCENT = 100_000.0  # a regression of 1000x
+WILDCARDS = "*?["
+DEVICE_PATTERN = re.compile(r"[A-Za-z0-9._\-*?\[\]!]+")  # a shell wildcard over device names
+SELECTOR_FORM = ("use [DEVICE:]TARGET/LABEL-OR-PRECISION (e.g. 'onnx/int8', 'onnx/*', '*/int8', "
+                 "'pi5:tflite/int8-static', '*:onnx/int8') or [DEVICE:]* ('*', 'pi5:*')")
 
 
 class Limits(Strict):
@@ -74,9 +83,7 @@ class BudgetsSpec(Strict):
     @classmethod
     def _selectors(cls, v: dict[str, Limits]) -> dict[str, Limits]:
         for sel in v:
-            if sel != "*" and sel.count("/") != 1:
-                raise ValueError(f"selector {sel!r}: use TARGET/LABEL-OR-PRECISION (e.g. 'onnx/int8', "
-                                 "'onnx/*', '*/int8') or '*'")
+            check_selector(sel)
         return v
 
     def needs_baseline(self) -> bool:
@@ -88,17 +95,51 @@ class BudgetsFile(BudgetsSpec):
     version: Version
 
 
-def selects(selector: str, target: str, label: str, precision: str) -> bool:
-    if selector == "*":
+def check_selector(sel: str) -> None:
+    """Raise ValueError (one line, naming the form) unless `sel` is a selector."""
+    if sel.count(":") > 1:
+        raise ValueError(f"selector {sel!r} has more than one ':'; {SELECTOR_FORM}")
+    device, sep, rest = sel.partition(":") if ":" in sel else ("", "", sel)
+    for part, where in ((device, "before"), (rest, "after")):
+        if sep and not part:
+            raise ValueError(f"selector {sel!r} has nothing {where} ':'; {SELECTOR_FORM}")
+    exact = not any(c in device for c in WILDCARDS)
+    if sep and not (re.fullmatch(DEVICE_NAME, device) if exact else DEVICE_PATTERN.fullmatch(device)):
+        raise ValueError(f"selector {sel!r}: {device!r} is not a device name (letters, digits, '-', '_', '.') "
+                         f"or a wildcard; {SELECTOR_FORM}")
+    if rest != "*" and rest.count("/") != 1:
+        raise ValueError(f"selector {sel!r}: {SELECTOR_FORM}")
+
+
+def split_selector(selector: str) -> tuple[str, str]:
+    """(device pattern, artifact pattern): no device part means this machine."""
+    device, sep, rest = selector.partition(":")
+    return (device, rest) if sep else (LOCAL, selector)
+
+
+def selects(selector: str, target: str, label: str, precision: str, device: str = LOCAL) -> bool:
+    dev, what_all = split_selector(selector)
+    if not fnmatch.fnmatchcase(device, dev):
+        return False
+    if what_all == "*":
         return True
-    t, what = selector.split("/", 1)
+    t, what = what_all.split("/", 1)
     return fnmatch.fnmatchcase(target, t) and (fnmatch.fnmatchcase(label, what) or
                                                fnmatch.fnmatchcase(precision, what))
 
 
 def is_exact(selector: str) -> bool:
     """A selector without wildcards names one artifact, which must then be in the report."""
-    return not any(c in selector for c in "*?[")
+    return not any(c in selector for c in WILDCARDS)
+
+
+def named_device(selector: str) -> str | None:
+    """The device a selector's prefix names without wildcards, which must then be in the
+    report (an unprefixed selector names none: it means this machine's rows, if any)."""
+    if ":" not in selector:
+        return None
+    device = split_selector(selector)[0]
+    return None if any(c in device for c in WILDCARDS) else device
 
 
 def load_budgets(path: Path) -> BudgetsFile:

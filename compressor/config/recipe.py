@@ -17,6 +17,7 @@ from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, WithJsonSc
                       model_validator)
 
 from compressor.config.budgets import BudgetsSpec
+from compressor.config.devices import DeviceName
 from compressor.config.prune import PruneStep
 from compressor.config.qat import QatStep
 from compressor.config.quantize import QuantizeStep, QuantVariant
@@ -147,12 +148,18 @@ class BenchmarkSpec(Strict):
     min_time_s: Float = Field(0.0, ge=0, le=MAX_WAIT_S, description="and keep timing for at least this long, in "
                               "seconds (at most an hour)")
     memory: Bool = Field(True, description="measure peak memory in a fresh process per artifact")
+    devices: list[DeviceName] = Field(default_factory=lambda: ["local"], min_length=1, max_length=64,
+                                      description="where to measure: local (this machine) and devices of the "
+                                      "inventory (devices.yaml), measured at the same time")
+    inventory: UserPath | None = Field(None, description="devices.yaml for `devices` (relative to the recipe; "
+                                       "default ./devices.yaml over ~/.config/compressor/devices.yaml)")
+    rounds: Int = Field(3, ge=1, le=1000, description="interleaved rounds across the artifacts on a remote device")
 
-    @field_validator("batch_sizes")
+    @field_validator("batch_sizes", "devices")
     @classmethod
-    def _each_once(cls, v: list[int]) -> list[int]:
+    def _each_once(cls, v: list) -> list:
         if len(set(v)) != len(v):
-            raise ValueError(f"lists each batch size once (got {v})")
+            raise ValueError(f"lists each {'batch size' if isinstance(v[0], int) else 'device'} once (got {v})")
         return v
 
 

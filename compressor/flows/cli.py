@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     r.add_argument("--baseline", type=Path, help="baseline report.json for the recipe's regression budgets")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--devices", type=Path, metavar="FILE",
+                   help="devices inventory for benchmark.devices (default ./devices.yaml over the user's)")
     r.add_argument("--resume", action="store_true",
                    help="continue QAT from the checkpoints in the run directory (after an interruption)")
 
@@ -84,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=_batches, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
     b.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=DxDxD",
                    help="fix an input's shape (for dynamic dimensions); repeatable")
-    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--device", action="append", metavar="NAME",
+                   help="where to measure: local (default), a device of devices.yaml, or cpu / cuda:N for this "
+                        "machine's runtime device; repeatable (devices are measured at the same time)")
+    b.add_argument("--devices", type=Path, metavar="FILE", help="devices inventory (default: ./devices.yaml "
+                   "over ~/.config/compressor/devices.yaml)")
+    b.add_argument("--rounds", type=_positive, default=3,
+                   help="interleaved rounds across the files on a remote device (default 3)")
     b.add_argument("--runs", type=_positive, default=100)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--warmup-s", type=float, default=0.2)
@@ -106,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="side-by-side table of two reports (baseline first)")
     c.add_argument("baseline", type=Path)
     c.add_argument("candidate", type=Path)
+    from benchmarks.compare import add_arguments as compare_arguments
+
+    compare_arguments(c)
 
     sn = sub.add_parser("sensitivity", help="rank a recipe model's layers by how much int8 on one target hurts "
                         "them (one layer quantized at a time)")
@@ -116,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--mode", choices=("simulated", "target"), default="simulated",
                     help="simulated: the target's quantizer in PyTorch; target: its real lowering (onnx)")
     sn.add_argument("--json", action="store_true", help="print the ranking as JSON")
+
+    from benchmarks.devices.cli import add_arguments as device_arguments
+
+    device_arguments(sub)
 
     s = sub.add_parser("schema", help="print the recipe's JSON schema (for editor validation)")
     s.add_argument("--out", type=Path, help="write it to a file instead")
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     try:
         return {"run": _run, "tune": _tune, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
-                "schema": _schema, "sensitivity": _sensitivity}[args.command](args)
+                "schema": _schema, "sensitivity": _sensitivity, "devices": _devices}[args.command](args)
     except CompressorError as e:
         partial = getattr(e, "report", None)
         if partial is not None:  # some artifacts failed: show the ones that worked
@@ -190,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     recipe = _load(args.recipe)
     out = run_dir_for(recipe, args.out)
     report = run(recipe, out, overwrite=args.overwrite, show_progress=not args.no_progress,
-                 baseline=args.baseline, resume=args.resume)
+                 baseline=args.baseline, resume=args.resume, devices_file=args.devices)
     if report is None:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     print_table(report)
@@ -237,7 +252,13 @@ def _gate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from benchmarks.compare import compare_command
 
-    return compare_command(args.baseline, args.candidate)
+    return compare_command(args.baseline, args.candidate, device=args.device, mapping=args.map)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from benchmarks.devices.cli import devices_command
+
+    return devices_command(args)
 
 
 def _sensitivity(args: argparse.Namespace) -> int:

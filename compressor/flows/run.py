@@ -39,10 +39,14 @@ class _Run:
     say: Callable[[str], None]
     qat_refs: dict = field(default_factory=dict)
     per_layer: dict = field(default_factory=dict)      # sensitivity bars of variants with a fallback budget
+    devices: list = field(default_factory=list)        # benchmarks.devices.inventory.Device, local first if asked
+    row_refs: dict = field(default_factory=dict)       # row name -> the reference outputs it was validated against
+    devices_info: dict | None = None                   # the report's devices section (with remote devices)
 
 
 def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_progress: bool = True,
-        console=None, baseline: Path | None = None, resume: bool = False) -> dict | None:
+        console=None, baseline: Path | None = None, resume: bool = False,
+        devices_file: Path | None = None) -> dict | None:
     """Run a whole recipe; returns the report (also written to the run directory).
     With budgets in the recipe, the gate runs last and raises BudgetExceeded (exit 1).
     Under torchrun, every process trains and only rank 0 goes on to export and report
@@ -53,6 +57,9 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
 
     out = run_dir_for(recipe, out)
     _check_baseline(recipe, baseline)
+    from compressor.flows.devices import resolve_devices
+
+    devices = resolve_devices(recipe, devices_file)
     target_objs = {name: targets.get(name) for name in recipe.targets}
     world = init_from_env()
     # Everything a user can get wrong in the model and data is read before the run
@@ -81,7 +88,7 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
             return None
         ctx = _Run(recipe, out, model, reference_for(model, evaluation, recipe.validation.samples), calibration,
                    evaluation, BenchConfig.from_spec(recipe.benchmark, trust=True),  # the run made these itself
-                   qat, say=lambda msg: None)
+                   qat, say=lambda msg: None, devices=devices)
         return _export_measure_report(ctx, rundir, target_objs, dense, pruned, show_progress, console, baseline)
 
 
@@ -114,16 +121,36 @@ def _export_measure_report(ctx: _Run, rundir: RunDir, target_objs: dict, dense, 
                     base = artifact
                 progress.advance(task)
                 done.append((row, artifact))
+        here = any(d.is_local for d in ctx.devices)
+
+        def measure_here() -> None:
+            for row, artifact in done:
+                if not here:
+                    row.notes.append("not measured on this machine: benchmark.devices does not list local")
+                    progress.advance(task)
+                    continue
+                progress.update(task, description=f"benchmark {row.name}")
+                try:
+                    row.metrics = measure(artifact.path, ctx.bench, eval_npz, layout_of(artifact.meta)).to_json()
+                except CompressorError as e:  # this artifact cannot be measured; the others still are
+                    row.fail("failed", f"measuring failed: {e}")
+                    failures.append(e)
+                progress.advance(task)
+
+        remote = [d for d in ctx.devices if not d.is_local]
+        if remote:
+            from compressor.flows.devices import measure_remote
+
+            device_rows, ctx.devices_info, errors = measure_remote(ctx, done, remote, measure_here, progress,
+                                                                   ctx.row_refs)
+            rows += device_rows
+            failures += errors
+        else:
+            measure_here()
         for row, artifact in done:
-            progress.update(task, description=f"benchmark {row.name}")
-            try:
-                row.metrics = measure(artifact.path, ctx.bench, eval_npz, layout_of(artifact.meta)).to_json()
-            except CompressorError as e:  # this artifact cannot be measured; the others still are
+            if row.status == "failed":  # measuring failed here: the file is not kept
                 for f in artifact.files:
                     f.unlink(missing_ok=True)
-                row.fail("failed", f"measuring failed: {e}")
-                failures.append(e)
-            progress.advance(task)
         if pruned:
             from compressor.flows.prune import measure_dense
 
@@ -190,6 +217,7 @@ def _export_and_validate(ctx: _Run, tname: str, target, variant: QuantVariant | 
         row.fail("failed", str(e))
         return row, None, e
     row.file, row.export = str(artifact.path.relative_to(ctx.out)), artifact.meta
+    ctx.row_refs[row.name] = src_ref.outputs
     try:
         fid, _ = validate_artifact(target, artifact, ctx.ref.inputs, src_ref.outputs, ctx.bench.threads,
                                    targets.Device.parse(ctx.bench.device))
@@ -244,7 +272,8 @@ def _report(ctx: _Run, rows: list[ArtifactRow], pruned: list, dense_metrics: dic
                    **({"pruned_accuracy": ref.accuracy} if pruned else {}),
                    "validation_samples": len(ref.outputs[0]), "validation_on_real_data": ref.on_real_data},
         bench={**recipe.benchmark.model_dump()},
-        machine=sysinfo.machine(), artifacts=artifacts)
+        machine=sysinfo.machine(), artifacts=artifacts,
+        **({"devices": ctx.devices_info} if ctx.devices_info else {}))
     if recipe.budgets is not None:
         report["budgets"] = recipe.budgets.model_dump(mode="json")
     if pruned:
@@ -279,7 +308,8 @@ def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
             _gate(ctx.recipe, report, ctx.out, baseline)
         except CompressorError as e:
             verdict = e
-    write_json(ctx.out / "manifest.json", manifest(ctx.recipe, ctx.out, [r.to_json() for r in rows]))
+    write_json(ctx.out / "manifest.json", manifest(ctx.recipe, ctx.out, [r.to_json() for r in rows
+                                                                           if r.device == "local"]))
     rundir.finish()
     return verdict
 

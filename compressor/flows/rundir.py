@@ -181,10 +181,17 @@ def _read_marker(out: Path) -> dict | None:
     # INCOMPLETE; one from before the marker, killed in training, only its checkpoints.
     interrupted = {"tool": "compressor", "kind": "run", "state": "interrupted", "owns": [], "exact": True}
     files = [p for p in out.rglob("*") if (p.is_symlink() or not p.is_dir()) and p != out / LOCK]
-    if files and all(p == out / INCOMPLETE or p.relative_to(out).parts[0] == "checkpoints"
+    if files and all(p == out / INCOMPLETE or _meta_in_flight(out, p) or p.relative_to(out).parts[0] == "checkpoints"
                      and _is_ours(out, p, interrupted) for p in files):
         return interrupted
     return None
+
+
+def _meta_in_flight(out: Path, path: Path) -> bool:
+    """The temporary file of INCOMPLETE or the marker, left by a kill while it was written
+    (fsutil.atomic_path: '.NAME.XXXX.part' beside it)."""
+    return path.parent == out and path.name.endswith(".part") and any(
+        path.name.startswith(f".{name}.") for name in _META)
 
 
 def _is_ours(out: Path, path: Path, marker: dict) -> bool:

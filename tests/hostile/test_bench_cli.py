@@ -60,8 +60,8 @@ FLAGS = {
     "a shape with a zero dim": (["--shape", "pixels=0x1x8x8"], "--shape pixels=0x1x8x8: every dimension is at least 1"),
     "one input shaped twice": (["--shape", "pixels=1x1x8x8", "--shape", "pixels=2x1x8x8"],
                                "--shape pixels=... is given 2 times"),
-    "an unknown device": (["--device", "tpu"], "--device tpu: use cpu, cuda or cuda:N"),
-    "a device index that is no number": (["--device", "cuda:first"], "--device cuda:first: use cpu"),
+    "an unknown device": (["--device", "tpu"], "device 'tpu' is not in the inventory"),
+    "a device index that is no number": (["--device", "cuda:first"], "--device cuda:first: use local, cpu"),
 }
 
 

@@ -297,6 +297,20 @@ def test_the_next_run_cleans_what_an_interrupted_one_left_without_overwrite(tmp_
     assert sorted(p.name for p in (run / "artifacts").iterdir()) == ["rd.fp32.onnx"]
 
 
+@pytest.mark.parametrize("left", [[".INCOMPLETE.q1w2.part"], [INCOMPLETE, f".{MARKER}.e3r4.part"]])
+def test_a_run_killed_while_writing_its_marker_files_is_cleaned_by_the_next(tmp_path, capsys, left):
+    """The kill window inside the first atomic writes (found by the random kill test):
+    only the temporary file of INCOMPLETE, or INCOMPLETE and the marker's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in left:
+        (run / name).write_text("half")
+    code, _, err = cli(capsys, "run", recipe(tmp_path), "--out", run, "--no-progress")
+    assert code == 0, err
+    finished(run)
+    assert not any(p.name.endswith(".part") for p in run.iterdir())
+
+
 def test_an_interrupted_run_with_qat_checkpoints_asks_for_resume_or_overwrite(tmp_path, capsys, previous_run):
     run = copy_of(previous_run, tmp_path / "run")
     _interrupted(run)

@@ -44,7 +44,7 @@ def test_run_writes_reports_manifest_and_only_the_artifacts(run_dir):
 
 
 def test_report_json_has_one_row_per_artifact_with_metrics_fidelity_accuracy(report):
-    assert report["schema"] == "compressor.report" and report["schema_version"] == 1
+    assert report["schema"] == "compressor.report" and report["schema_version"] == 2
     assert [r["name"] for r in report["artifacts"]] == ["onnx/fp32", "onnx/int8-static", "onnx/fp16"]
     for row in report["artifacts"]:
         assert row["status"] == "ok"

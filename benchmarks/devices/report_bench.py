@@ -1,0 +1,97 @@
+"""The terminal and JSON side of `compressor bench --device ...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.devices.bench import bench_on_devices
+from benchmarks.report import human_size
+
+
+def bench_devices_command(args, files: list[Path], cfg, console, measure_local) -> int:
+    """Measure on every --device, print the tables, write --json; exit 2 when a device or
+    one of its rows failed (the others are still shown)."""
+    from rich import box
+    from rich.table import Table
+
+    from compressor import sysinfo
+
+    rows, devices, failed = bench_on_devices(files, args.devices_list, cfg, args.eval_data, args.rounds,
+                                             measure_local, console)
+    names = list(devices)
+    for batch in cfg.batch_sizes if any(r.get("metrics") for r in rows) else ():
+        table = Table(title=f"batch {batch}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                      collapse_padding=True, show_edge=False)
+        for col in ("file", "device", "size", "p50 ms", "p90 ms", "cv", "RSS", "acc", "cos/local"):
+            table.add_column(col, justify="left" if col in ("file", "device") else "right",
+                             overflow="fold", no_wrap=col not in ("file",))
+        for r in rows:
+            m = r.get("metrics")
+            if not m:
+                continue
+            lat = next((l for l in m["latency"] if l["batch"] == batch), None)
+            emulated = " (emu)" if m.get("emulated") else ""
+            vs = (r.get("vs_local") or {}).get("cosine_mean")
+            table.add_row(Path(r["file"]).name, r["device"] + emulated, human_size(m["size_bytes"]),
+                          f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}", f"{lat['cv']:.2f}",
+                          "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}M",
+                          "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%",
+                          "-" if vs is None else f"{vs:.4f}")
+        console.print(table)
+    if len(names) > 1 and any(r.get("metrics") for r in rows):
+        console.print(side_by_side(rows, names, devices, cfg.batch_sizes[0]))
+    for note, who in notes_by_text(devices).items():
+        console.print(f"[yellow]{', '.join(who)}: {note}[/yellow]")
+    bad = [r for r in rows if r.get("error")]
+    for r in bad:
+        if r["error"] not in failed:  # a device that failed as a whole says so once, below
+            why = r["error"].removeprefix(f"{r['device']}: ")
+            console.print(f"[red]{Path(r['file']).name} on {r['device']}: {why}[/red]", soft_wrap=True)
+    if args.json:
+        from compressor.fsutil import write_json
+
+        write_json(args.json, {"schema": "compressor.bench", "schema_version": 2,
+                               "config": {k: v for k, v in cfg.__dict__.items()}, "rounds": args.rounds,
+                               "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
+                               "devices": devices, "results": rows})
+    import sys
+
+    for line in failed:  # one line per device that could not be used at all
+        print(f"compressor: error: {line}", file=sys.stderr)
+    return 2 if bad or failed else 0
+
+
+def notes_by_text(devices: dict) -> dict[str, list[str]]:
+    """Each note once, with the devices it is about."""
+    out: dict[str, list[str]] = {}
+    for name, info in devices.items():
+        for note in info.get("notes", []):
+            out.setdefault(note, []).append(name)
+    return out
+
+
+def side_by_side(rows: list[dict], names: list[str], devices: dict, batch: int):
+    """One row per file, p50 ms on each device (and how many times the first device's)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"p50 ms at batch {batch}, side by side", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True, show_edge=False)
+    table.add_column("file", overflow="fold")
+    for n in names:
+        table.add_column(n + (" (emu)" if devices[n].get("emulated") else ""), justify="right", no_wrap=True)
+    files = list(dict.fromkeys(r["file"] for r in rows))
+    for f in files:
+        cells, first = [], None
+        for n in names:
+            r = next((x for x in rows if x["file"] == f and x["device"] == n), None)
+            m = (r or {}).get("metrics")
+            lat = next((l for l in m["latency"] if l["batch"] == batch), None) if m else None
+            if lat is None:
+                cells.append("failed" if r and r.get("error") else "-")
+                continue
+            first = first or lat["p50_ms"]
+            cells.append(f"{lat['p50_ms']:.3f}" + ("" if first == lat["p50_ms"] and not cells else
+                                                   f" ({lat['p50_ms'] / first:.2f}x)"))
+        table.add_row(Path(f).name, *cells)
+    return table
