@@ -131,13 +131,14 @@ def _probe(args) -> int:
     table = Table(box=box.SIMPLE_HEAD, title_justify="left", title="devices", pad_edge=False, show_edge=False,
                   collapse_padding=True)
     for col in ("device", "arch", "cpu", "cores", "mem", "os", "python", "runtimes", "gov", "temp"):
-        table.add_column(col, overflow="fold", justify="right" if col in ("cores", "mem", "temp") else "left")
+        table.add_column(col, overflow="fold", justify="right" if col in ("cores", "mem", "temp") else "left",
+                         no_wrap=col in ("runtimes", "arch", "python", "device"))
     for name, p in found.items():
         if "error" in p:
             continue
         state = p.get("state") or {}
-        runtimes = ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in p.get("runtimes", {}).items()
-                             if k != "numpy") or "none"
+        runtimes = "\n".join(f"{SHORT.get(k, k)} {v}" for k, v in p.get("runtimes", {}).items()
+                              if k != "numpy") or "none"  # one a line: never broken inside a name
         arch = p.get("arch", "?") + (" (emulated)" if p.get("emulated") else "")
         table.add_row(name, arch, str(p.get("cpu") or "?"), str(p.get("cores") or "?"),
                       f"{p['memory_gb']:.0f}G" if p.get("memory_gb") else "?", _short_os(p.get("os", "?")),
