@@ -54,14 +54,13 @@ def resolve_devices(args: argparse.Namespace) -> list:
     """--device values: inventory names (local is this machine), or cpu / cuda[:N] for this
     machine's runtime device. Names are looked up before anything is measured."""
     from benchmarks.devices.inventory import LOCAL_DEVICE, Inventory
+    from compressor.config.device_names import valid_name
 
     names = args.device or ["local"]
     execs = [n for n in names if re.fullmatch(r"cpu|cuda(:\d+)?", n)]
     if len(execs) > 1 or (execs and "local" in names):
         raise RecipeError(f"--device {' '.join(names)}: name this machine once (local, or cpu / cuda:N)")
     args.exec_device = execs[0] if execs else "cpu"
-    from compressor.config.devices import valid_name
-
     for n in names:
         if n not in execs and not valid_name(n):
             raise RecipeError(f"--device {n}: use local, cpu, cuda, cuda:N or the name of a device in devices.yaml")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from compressor.config.devices import LOCAL, NAME
+from compressor.config.device_names import LOCAL, NAME
 
 DEVICE_NAME = re.compile(NAME)
 EMULATED_CELL = "(qemu)"

@@ -104,7 +104,7 @@ def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layo
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.worker"], input=json.dumps(job),
                           capture_output=True, text=True, env=env)
-    result = _worker_result(proc.stdout)
+    result = last_json_object(proc.stdout)
     if result is None:
         raise errors.ArtifactError(f"{path}: the benchmark worker {_death(proc)}")
     if "error" in result:
@@ -125,7 +125,8 @@ def failure(e: BaseException) -> str:
     return (type(e).__name__ if text == type(e).__name__ else f"{type(e).__name__}: {text}") + at
 
 
-def _worker_result(stdout: str) -> dict | None:
+def last_json_object(stdout: str) -> dict | None:
+    """The last line of `stdout` that is a JSON object: a worker's (or a device runner's) result."""
     for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
             try:
@@ -262,17 +263,13 @@ def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
     """Real evaluation samples when they fit the model, else inputs generated from its
     declared shapes and dtypes (symbolic leading axis = batch; others from --shape), the
     same values a remote device generates."""
-    from benchmarks.devices.runner.timing import generated_input
+    from benchmarks.devices.runner.timing import chosen_input
 
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in session.inputs:
-        shape = spec.concrete(batch, shapes)
         real = None if eval_inputs is None else eval_inputs.get(spec.name)
-        if real is not None and tuple(real.shape[1:]) == tuple(shape[1:]) and len(real) >= shape[0]:
-            feeds[spec.name] = np.ascontiguousarray(real[:shape[0]].astype(spec.dtype, copy=False))
-            continue
-        feeds[spec.name] = generated_input(spec.name, shape, spec.dtype, rng)
+        feeds[spec.name] = chosen_input(spec.name, spec.concrete(batch, shapes), spec.dtype, real, rng)
         if feeds[spec.name] is None:
             raise errors.InputShapeError(f"input {spec.name!r} has dtype {spec.dtype}, which the benchmark "
                                          "cannot generate; pass real data")

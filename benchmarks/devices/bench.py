@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.devices.fleet import DeviceRun, boot_id, measure_devices, same_machine
+from benchmarks.devices.fleet import DeviceRun, measure_devices, same_machine
+from benchmarks.devices.runner.probe import boot_id
 from benchmarks.devices.inventory import Device
-from benchmarks.devices.remote import Job, Outcome
+from benchmarks.devices.remote import REMOTE_TARGETS, Job, Outcome
 from benchmarks.metrics import Metrics
-from compressor.errors import DeviceError
-
-REMOTE_TARGETS = ("onnx", "tflite")
 
 
 def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None) -> tuple[list[Job], np.ndarray | None, dict]:
@@ -173,8 +171,3 @@ def runtime_differences(there: dict[str, str], here: dict[str, str]) -> list[str
             notes.append(f"{a[0]} {a[1]} there, {b[0]} {b[1]} here (where the artifacts were validated): outputs "
                          "and speed may differ")
     return notes
-
-
-def require_some(rows: list[dict], failed: list[str]) -> None:
-    if failed and not any(r.get("metrics") for r in rows):
-        raise DeviceError(failed[0] + (f" ({len(failed) - 1} more devices failed)" if len(failed) > 1 else ""))

@@ -7,8 +7,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.devices.inventory import Inventory, add_device, project_file, remove_device, user_file
+from typing import TYPE_CHECKING
+
 from compressor.errors import CompressorError, DeviceError, RecipeError
+
+if TYPE_CHECKING:
+    from benchmarks.devices.inventory import Inventory
+
+# The inventory (yaml, pydantic) is imported by the subcommands, not by the parser that
+# `compressor --help` builds.
 
 
 def add_arguments(sub) -> None:
@@ -27,7 +34,7 @@ def add_arguments(sub) -> None:
     for p in (a, dsub.add_parser("remove", help="remove a device from a devices file")):
         where = p.add_mutually_exclusive_group()
         where.add_argument("--project", action="store_true", help="./devices.yaml (default: the user's file, "
-                           f"{user_file()})")
+                           "$XDG_CONFIG_HOME/compressor/devices.yaml, ~/.config/... without it)")
         where.add_argument("--file", type=Path, help="this devices file")
         if p is not a:
             p.add_argument("name")
@@ -49,6 +56,8 @@ def devices_command(args: argparse.Namespace) -> int:
 
 
 def _target_file(args) -> Path:
+    from benchmarks.devices.inventory import project_file, user_file
+
     return args.file if args.file else project_file() if args.project else user_file()
 
 
@@ -57,6 +66,8 @@ def _add(args) -> int:
     for key in ("python", "threads", "workdir", "identity_file", "known_hosts"):
         if getattr(args, key) is not None:
             entry[key] = getattr(args, key)
+    from benchmarks.devices.inventory import add_device, user_file
+
     path = _target_file(args)
     if path == user_file():
         from compressor.fsutil import make_dirs
@@ -71,6 +82,8 @@ def _add(args) -> int:
 
 
 def _remove(args) -> int:
+    from benchmarks.devices.inventory import remove_device
+
     path = _target_file(args)
     remove_device(path, args.name)
     print(f"removed {args.name} from {path}")
@@ -80,6 +93,8 @@ def _remove(args) -> int:
 def _list(args) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    from benchmarks.devices.inventory import Inventory
 
     inv = Inventory(args.devices)
     table = Table(title="devices (" + (", ".join(map(str, inv.files)) or "no devices file") + ")",
@@ -120,6 +135,8 @@ def _probe(args) -> int:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+
+    from benchmarks.devices.inventory import Inventory
 
     inv = Inventory(args.devices)
     names = args.names or [n for n in inv.devices if n != "local"] or ["local"]
@@ -166,6 +183,7 @@ def _short_os(text: str) -> str:
 
 
 def _trust(args) -> int:
+    from benchmarks.devices.inventory import Inventory
     from benchmarks.devices.ssh import SshTransport, host_pattern, known_hosts_path
 
     device = Inventory(args.devices).get(args.name)

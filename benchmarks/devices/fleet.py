@@ -10,6 +10,7 @@ copying and probing still overlap, only the measuring waits.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import Callable
 
 from benchmarks.devices.inventory import Device
 from benchmarks.devices.remote import DeviceSession, Job, Outcome
+from benchmarks.devices.runner.probe import boot_id
 from compressor.errors import DeviceError, DeviceLost
 
 
@@ -31,7 +33,6 @@ class DeviceRun:
     outcomes: list[Outcome] = field(default_factory=list)
     error: str | None = None          # the whole device failed (unreachable, refused, dropped twice)
     retried: str | None = None        # why the first attempt was given up (the connection dropped)
-    seconds: float = 0.0
 
 
 class Turns:
@@ -42,25 +43,21 @@ class Turns:
         self._cond = threading.Condition()
         self._busy: dict[str, set] = {}
 
+    @contextlib.contextmanager
     def hold(self, machine: str | None, cpus: set | None):
-        turns = self
-
-        class _Held:
-            def __enter__(self):
-                if machine is None:
-                    return self
-                with turns._cond:
-                    turns._cond.wait_for(lambda: not _clash(turns._busy.get(machine, set()), cpus))
-                    turns._busy.setdefault(machine, set()).update(cpus or {"*"})
-                return self
-
-            def __exit__(self, *exc):
-                if machine is not None:
-                    with turns._cond:
-                        turns._busy[machine] -= cpus or {"*"}
-                        turns._cond.notify_all()
-
-        return _Held()
+        if machine is None:  # a device that does not say which machine it is waits for nobody
+            yield
+            return
+        taken = cpus or {"*"}
+        with self._cond:
+            self._cond.wait_for(lambda: not _clash(self._busy.get(machine, set()), cpus))
+            self._busy.setdefault(machine, set()).update(taken)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy[machine] -= taken
+                self._cond.notify_all()
 
 
 def _clash(busy: set, cpus: set | None) -> bool:
@@ -74,7 +71,6 @@ def measure_device(device: Device, jobs: list[Job], cfg, rounds: int, labels=Non
                    turns: Turns | None = None) -> DeviceRun:
     """All `jobs` on one device, with one retry when the connection drops."""
     run = DeviceRun(device)
-    start = time.perf_counter()
     turns = turns or Turns()
     cpus = set(device.spec.affinity) if device.spec.affinity else None
     for attempt in (1, 2):
@@ -100,7 +96,6 @@ def measure_device(device: Device, jobs: list[Job], cfg, rounds: int, labels=Non
             session.close()
     if run.error is not None:
         run.outcomes = [Outcome(j.name, error=run.error) for j in jobs]
-    run.seconds = time.perf_counter() - start
     return run
 
 
@@ -129,15 +124,6 @@ def measure_devices(devices: list[Device], jobs_for: Callable[[Device], list[Job
             raise
         runs = {name: f.result() for name, f in futures.items()}
         return runs, (local_future.result() if local_future is not None else None)
-
-
-def boot_id() -> str | None:
-    """This machine's running kernel, as the runner reports a device's."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def same_machine(runs: dict[str, DeviceRun], local_boot_id: str | None) -> list[tuple[str, str]]:

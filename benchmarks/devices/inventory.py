@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from compressor.config.devices import LOCAL, DeviceSpec, DevicesFile, valid_name
+from compressor.config.device_names import LOCAL, valid_name
+from compressor.config.devices import DeviceSpec, DevicesFile
 from compressor.config.reading import closest, read_file, read_yaml, validate_yaml
 from compressor.errors import RecipeError
 
@@ -48,8 +49,7 @@ def project_file(explicit: Path | None = None) -> Path:
 
 
 def read_devices_file(path: Path) -> DevicesFile:
-    data, root = read_yaml(read_file(path, "devices"), str(path), WHAT)
-    return validate_yaml(DevicesFile, data, root, str(path))
+    return read_devices_file_text(read_file(path, "devices"), path)
 
 
 class Inventory:
@@ -102,7 +102,7 @@ def add_device(path: Path, name: str, entry: dict, replace: bool = False) -> Non
     except ValidationError as e:
         raise RecipeError(describe(e, None, f"device {name}", DeviceSpec)) from None
     text = read_file(path, "devices") if path.exists() else ""
-    current = read_devices_file(path) if text.strip() else DevicesFile(version=1)
+    current = read_devices_file_text(text, path) if text.strip() else DevicesFile(version=1)
     if name in current.devices:
         if not replace:
             raise RecipeError(f"{path}: device {name!r} is already defined (url {current.devices[name].url}); "
@@ -119,11 +119,12 @@ def remove_device(path: Path, name: str) -> None:
 
     if not path.is_file():
         raise RecipeError(f"{path}: no such devices file")
-    if name not in read_devices_file(path).devices:
-        known = ", ".join(sorted(read_devices_file(path).devices)) or "none"
-        raise RecipeError(f"{path}: no device {name!r}{closest(name, read_devices_file(path).devices)} "
-                          f"(it has: {known})")
-    text = _without(read_file(path, "devices"), path, name)
+    text = read_file(path, "devices")
+    devices = read_devices_file_text(text, path).devices
+    if name not in devices:
+        raise RecipeError(f"{path}: no device {name!r}{closest(name, devices)} "
+                          f"(it has: {', '.join(sorted(devices)) or 'none'})")
+    text = _without(text, path, name)
     read_devices_file_text(text, path)
     write_text(path, text)
 

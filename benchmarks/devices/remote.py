@@ -9,7 +9,6 @@ runtime produced (ARM kernels are not x86 kernels: each device has its own cosin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -20,12 +19,15 @@ import numpy as np
 
 from benchmarks.devices.failures import RUNTIME_OF, load_failure
 from benchmarks.devices.inventory import Device
-from benchmarks.devices.transport import LocalTransport, Transport
+from benchmarks.devices.transport import LocalTransport, Transport, last_line
+from benchmarks.harness import gzip_size, last_json_object
 from benchmarks.metrics import Latency, Metrics
 from compressor.errors import DeviceError, DeviceLost
+from compressor.fsutil import sha256
 
 RUNNER_PACKAGE = Path(__file__).with_name("runner")
 MIN_PYTHON = (3, 8)
+REMOTE_TARGETS = tuple(RUNTIME_OF)  # what the runner can run: onnx, tflite
 BLOCKS = 10
 
 
@@ -96,7 +98,7 @@ class DeviceSession:
                               f"{'.'.join(map(str, MIN_PYTHON))}+ there or set python: in devices.yaml")
         if got.returncode != 0 or not lines:
             raise DeviceError(f"{self.device.name}: {self.python} cannot make a work folder "
-                              f"in {workroot or 'its temp folder'}: {_python_error(got.stderr)}; set workdir: "
+                              f"in {workroot or 'its temp folder'}: {last_line(got.stderr)}; set workdir: "
                               "in devices.yaml to a writable folder")
         version = tuple(int(x) for x in lines[0].split(".")[:2])
         if version < MIN_PYTHON or len(lines) < 2:
@@ -108,9 +110,9 @@ class DeviceSession:
             self.put(runner, self.remote("runner.pyz"))
             self.verify({self.remote("runner.pyz"): runner})
         got = self.runner(["probe", self.workdir], 60)
-        self.info = _json_line(got.stdout) or {}
+        self.info = last_json_object(got.stdout.decode("utf-8", "replace")) or {}
         if not self.info:
-            raise DeviceError(f"{self.device.name}: the runner did not start: {_python_error(got.stderr)}")
+            raise DeviceError(f"{self.device.name}: the runner did not start: {last_line(got.stderr)}")
         if self.spec.emulated is not None:
             self.info["emulated"] = self.spec.emulated
         return self.info
@@ -127,13 +129,13 @@ class DeviceSession:
     def verify(self, files: dict[str, Path]) -> None:
         """Every copied file has the size and sha256 it has here."""
         got = self.runner(["sha256", *files], 120 + sum(p.stat().st_size for p in files.values()) / 50e6)
-        there = _json_line(got.stdout) or {}
+        there = last_json_object(got.stdout.decode("utf-8", "replace")) or {}
         for remote, local in files.items():
             size, digest = (there.get(remote) or [None, "not found"])
             if size is None:
                 raise DeviceError(f"{self.device.name}: {Path(remote).name} is not on the device after copying "
                                   f"({digest}); {_disk_hint(digest)}")
-            if size != local.stat().st_size or digest != _sha256(local):
+            if size != local.stat().st_size or digest != sha256(local):
                 raise DeviceLost(f"{self.device.name}: {local.name} arrived with {size} bytes and another sha256 "
                                  f"than the {local.stat().st_size} bytes sent (a transfer error)")
 
@@ -267,7 +269,7 @@ class DeviceSession:
             elif ev["event"] == "result":
                 outcomes[job.name] = self._outcome(job, entry, ev, cfg, threads, labels, tmp, warnings)
         if got.returncode != 0 and not any(ev.get("event") == "end" for ev in events):
-            why = _python_error(got.stderr)
+            why = last_line(got.stderr)
             for e in entries:
                 outcomes.setdefault(e["name"], Outcome(e["name"], error=f"{self.device.name}: the runner on the device "
                                                                        f"stopped ({why}); {_disk_hint(why)}"))
@@ -275,7 +277,6 @@ class DeviceSession:
     def _outcome(self, job: Job, entry: dict, ev: dict, cfg, threads: int, labels, tmp: Path,
                  warnings: list[str]) -> Outcome:
         from benchmarks import eval_data
-        from benchmarks.harness import gzip_size
         from compressor.reference import top1
         from targets.layout import outputs_from
 
@@ -328,29 +329,6 @@ def _for_session(arrays: dict[str, np.ndarray], specs: list) -> dict[str, np.nda
         return arrays
     return {s.name: np.ascontiguousarray(arrays[s.name].astype(s.dtype, copy=False)) for s in specs
             if s.name in arrays}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _json_line(stdout: bytes) -> dict | None:
-    for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return None
-
-
-def _python_error(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no message"
 
 
 def _disk_hint(text: str) -> str:

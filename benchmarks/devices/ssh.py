@@ -25,7 +25,7 @@ from typing import Callable
 
 from compressor.config.devices import DeviceSpec, ssh_parts
 from compressor.errors import DeviceError, DeviceLost
-from benchmarks.devices.transport import Result, Transport
+from benchmarks.devices.transport import Result, Transport, last_line
 
 CHUNK = 1 << 20
 
@@ -111,7 +111,7 @@ class SshTransport(Transport):
             try:
                 conn.close()
                 self._call(conn.wait_closed(), 5)
-            except (DeviceError, Exception):  # closing a connection that already dropped
+            except Exception:  # closing a connection that already dropped
                 pass
         if not self._loop.is_closed() and not self._loop.is_running():
             self._loop.close()
@@ -194,7 +194,7 @@ class SshTransport(Transport):
             raise DeviceLost(f"{self.name}: the connection to {self.host} dropped while copying {local.name} "
                              f"({_reason(e)})") from None
         if proc.exit_status != 0:
-            raise DeviceError(f"{self.name}: cannot write {remote}: {_last(errors) or 'cat failed'}")
+            raise DeviceError(f"{self.name}: cannot write {remote}: {last_line(errors) or 'cat failed'}")
 
     def get(self, remote: str, local: Path, timeout: float) -> None:
         got = self.run(["cat", remote], timeout)
@@ -231,7 +231,3 @@ def _settle(task) -> None:
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
-
-
-def _last(text: str) -> str:
-    return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")

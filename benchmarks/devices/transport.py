@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import shutil
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,12 @@ class Result:
     stderr: str
 
     def last_error_line(self) -> str:
-        return next((ln.strip() for ln in reversed(self.stderr.splitlines()) if ln.strip()), "")
+        return last_line(self.stderr)
+
+
+def last_line(text: str, limit: int = 300) -> str:
+    """The last non-empty line of a command's stderr (where its reason is), cut to `limit`."""
+    return next((ln.strip()[:limit] for ln in reversed(text.splitlines()) if ln.strip()), "")
 
 
 class Transport(abc.ABC):
@@ -117,7 +121,3 @@ class LocalTransport(Transport):
             for p in self._procs:
                 if p.poll() is None:
                     p.kill()
-
-
-def local_workdir_root() -> str:
-    return tempfile.gettempdir()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from compressor.config.devices import LOCAL, NAME as DEVICE_NAME
+from compressor.config.device_names import LOCAL, NAME as DEVICE_NAME
 from compressor.config.strict import MAX_BATCH, Bool, Bytes, Float, Int, Strict, UserPath, Version
 
 MAX_BYTES = 2**50  # a PiB: past every artifact and disk

@@ -15,7 +15,6 @@ and agents are used as the user already has them (a key *path* may be named).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -23,8 +22,8 @@ from pydantic import AfterValidator, Field, field_validator
 
 from compressor.config.strict import MAX_THREADS, Bool, Float, Int, Strict, UserPath, Version
 
-LOCAL = "local"
-NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+from compressor.config.device_names import LOCAL, NAME
+
 MAX_CPUS = 4096
 
 
@@ -123,6 +122,3 @@ def ssh_parts(url: str) -> tuple[str | None, str, int]:
     parts = urlsplit(url)
     return parts.username, parts.hostname, parts.port or 22
 
-
-def valid_name(name: str) -> bool:
-    return re.fullmatch(NAME, name) is not None

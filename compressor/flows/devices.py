@@ -9,8 +9,6 @@ from pathlib import Path
 from benchmarks.rows import ArtifactRow
 from compressor.errors import CompressorError, DeviceError
 
-REMOTE_TARGETS = ("onnx", "tflite")
-
 
 def resolve_devices(recipe, devices_file: Path | None) -> list:
     """The recipe's devices from the inventory, checked before anything runs (the files are
@@ -24,8 +22,8 @@ def resolve_devices(recipe, devices_file: Path | None) -> list:
     return Inventory(inventory).resolve(names)
 
 
-def measure_remote(ctx, done: list[tuple[ArtifactRow, object]], devices: list, local, progress, refs: dict,
-                   ) -> tuple[list[ArtifactRow], dict, list[CompressorError]]:
+def measure_remote(ctx, done: list[tuple[ArtifactRow, object]], devices: list, local,
+                   progress) -> tuple[list[ArtifactRow], dict, list[CompressorError]]:
     """Rows for every remote device (`local()`, the local harness, runs beside them), the
     devices section of the report, and the errors of the rows that failed."""
     import numpy as np
@@ -33,7 +31,7 @@ def measure_remote(ctx, done: list[tuple[ArtifactRow, object]], devices: list, l
     import targets
     from benchmarks.devices.bench import devices_section
     from benchmarks.devices.fleet import measure_devices
-    from benchmarks.devices.remote import Job
+    from benchmarks.devices.remote import REMOTE_TARGETS, Job
     from targets.base import Device as ExecDevice
     from targets.layout import layout_of
     from targets.validate import compare
@@ -79,7 +77,7 @@ def measure_remote(ctx, done: list[tuple[ArtifactRow, object]], devices: list, l
                 row.metrics = o.metrics.to_json()
                 row.notes.extend(o.notes)
                 if "validation" in o.outputs:
-                    fid = compare(refs[local_row.name], o.outputs["validation"],
+                    fid = compare(ctx.row_refs[local_row.name], o.outputs["validation"],
                                   [f"out{i}" for i in range(len(o.outputs["validation"]))])
                     row.fidelity = {**fid.to_json(), "on_real_data": ctx.ref.on_real_data}
             rows.append(row)

@@ -141,8 +141,7 @@ def _export_measure_report(ctx: _Run, rundir: RunDir, target_objs: dict, dense, 
         if remote:
             from compressor.flows.devices import measure_remote
 
-            device_rows, ctx.devices_info, errors = measure_remote(ctx, done, remote, measure_here, progress,
-                                                                   ctx.row_refs)
+            device_rows, ctx.devices_info, errors = measure_remote(ctx, done, remote, measure_here, progress)
             rows += device_rows
             failures += errors
         else:

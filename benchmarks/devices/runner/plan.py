@@ -110,8 +110,8 @@ def measure(plan_path):
         else:
             ch = _start(entry, workdir, env)
             if ch is not None:
-                _rounds(ch, 1, plan, idle)
-                _finish(ch)
+                if _round(ch, 0, plan, idle):
+                    _finish(ch)
     if rounds > 1:
         for k in range(rounds):
             for ch in list(alive):
@@ -139,13 +139,6 @@ def _start(entry, workdir, env):
         return None
     _children.append(ch)
     return ch
-
-
-def _rounds(ch, n, plan, idle):
-    for k in range(n):
-        if not _round(ch, k, plan, idle):
-            return False
-    return True
 
 
 def _round(ch, k, plan, idle):

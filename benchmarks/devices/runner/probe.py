@@ -134,8 +134,13 @@ def probe(workdir=None):
         "missing": missing, "governor": ",".join(governors) or None, "thermal_zones": zones,
         "state": thermal(), "free_bytes": free,
         "emulated": _emulated(arch, x86_flags),
-        "boot_id": _read("/proc/sys/kernel/random/boot_id"),
+        "boot_id": boot_id(),
     }
+
+
+def boot_id():
+    """The running kernel's id: two devices with the same one are one machine."""
+    return _read("/proc/sys/kernel/random/boot_id")
 
 
 def _os_release():
