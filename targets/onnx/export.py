@@ -39,9 +39,28 @@ def export_fp32(model: Model, path: Path, opset: int | None, dynamic_batch: bool
     if program is None:
         program = _export(model, opset, output_names, dynamic=False)
         notes["dynamic_batch"] = False
+    _unshadow_outputs(program, output_names)
     program.save(str(path), external_data=external_data)
     notes["opset"] = next((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return notes
+
+
+def _unshadow_outputs(program, output_names: list[str]) -> None:
+    """The exporter names values after the aten ops that make them ('embedding', 'linear')
+    and then gives the graph outputs the user's names without looking: an output called
+    'embedding' then has two producers and the checker refuses the graph. Inner values
+    that shadow an output name get a suffix instead."""
+    graph = program.model.graph
+    outputs = {id(v) for v in graph.outputs}
+    taken = {v.name for node in graph for v in node.outputs} | {v.name for v in graph.inputs}
+    for node in graph:
+        for value in node.outputs:
+            if value.name in output_names and id(value) not in outputs:
+                k = 1
+                while f"{value.name}_{k}" in taken:
+                    k += 1
+                value.name = f"{value.name}_{k}"
+                taken.add(value.name)
 
 
 def _default_output_names(model: Model) -> list[str]:

@@ -55,3 +55,33 @@ def test_external_data_export_writes_a_data_file_counted_in_the_size(tmp_path, d
     assert target.companion_files(art.path) == [data]
     proto = onnx.load(str(art.path), load_external_data=False)
     assert any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer)
+
+
+def test_an_output_named_like_an_inner_value_exports(tmp_path):
+    """torch.onnx names inner values after their aten op ('embedding', 'linear') and then
+    gives the outputs the user's names: an output called 'embedding' had two producers."""
+    import torch
+
+    from compressor.config.recipe import InputSpec
+    from compressor.model import Model
+
+    class Embed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Embedding(50, 8)
+            self.linear = torch.nn.Linear(8, 4)
+
+        def forward(self, ids):
+            return torch.nn.functional.normalize(self.linear(self.table(ids)).mean(1), dim=-1)
+
+    torch.manual_seed(0)
+    model = Model(Embed().eval(), [InputSpec(name="ids", shape=[1, 6], dtype="int64")],
+                  output_names=["embedding"])
+    art = targets.get("onnx").export(model, None, tmp_path / "m", {}, None)
+    check_onnx_file(art.path)
+    import onnxruntime as ort
+
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6)
+    session = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["embedding"]
+    np.testing.assert_allclose(session.run(None, {"ids": ids})[0], model.run({"ids": ids})[0], atol=1e-5)
