@@ -72,35 +72,60 @@ class _Recorder(TorchFunctionMode):
     """Records, for each module, the compute functions its own forward calls, and the
     order in which layers and op scopes first compute."""
 
-    def __init__(self, stack: list[str], seen: dict[str, list[str]], first: dict[str, int]) -> None:
+    def __init__(self, stack: list[str], seen: dict[str, list[str]], first: dict[str, int],
+                 watched: dict | None = None, uses: list[int] | None = None) -> None:
         super().__init__()
         self.stack, self.seen, self.first = stack, seen, first
+        # Tensors watched (id -> (weak reference, serial)) and the computing calls that read each.
+        self.watched, self.uses = (watched if watched is not None else {}), (uses if uses is not None else [])
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = _compute_name(func)
+        if name is not None:  # reads that compute (not `x.dim()`)
+            for a in args:
+                if isinstance(a, torch.Tensor) and (w := watched_serial(self.watched, a)) is not None:
+                    self.uses[w] += 1
         if name is not None and self.stack:
             self.seen.setdefault(self.stack[-1], []).append(name)
             self.first.setdefault(self.stack[-1] + OPS, len(self.first))
         return func(*args, **(kwargs or {}))
 
 
-def _record(module: nn.Module, example: Sequence[torch.Tensor]) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """Run the model once: (module -> compute functions of its own forward,
-    layer or op scope -> rank of its first computation). Empty when it cannot run."""
+def _record(module: nn.Module, example: Sequence[torch.Tensor]) -> tuple[dict[str, list[str]], dict[str, int],
+                                                                       set[str]]:
+    """Run the model once (a copy: a model that caches tensors in eval mode keeps its
+    state): (module -> compute functions of its own forward, layer or op scope -> rank
+    of its first computation, the BatchNorm layers that are not the one reader of a
+    convolution's output, which no exporter folds away). Empty when it cannot run."""
+    import copy
+    import weakref
+
+    try:
+        module = copy.deepcopy(module)
+    except Exception:  # not copyable: its own forward, then
+        pass
     stack: list[str] = []
     seen: dict[str, list[str]] = {}
     first: dict[str, int] = {}
+    made_by_conv: dict[int, tuple[weakref.ref, int]] = {}
+    uses: list[int] = []
+    norms: dict[str, int | None] = {}  # BatchNorm -> the convolution output it read (None: another tensor)
     names = {id(m): n for n, m in module.named_modules()}
     handles = []
 
-    def enter(mod, _args):
+    def enter(mod, args):
         name = names.get(id(mod), "?")
         stack.append(name)
         first.setdefault(name, len(first))
+        if isinstance(mod, BATCHNORMS) and not any(True for _ in mod.children()) and args:
+            norms[name] = watched_serial(made_by_conv, args[0])
 
-    def leave(mod, _args, _out):
+    def leave(mod, _args, out):
         if stack:
             stack.pop()
+        if isinstance(mod, CONVS) and isinstance(out, torch.Tensor):
+            made_by_conv[id(out)] = (weakref.ref(out), len(uses))
+            uses.append(0)
 
     for m in module.modules():
         handles.append(m.register_forward_pre_hook(enter))
@@ -108,15 +133,27 @@ def _record(module: nn.Module, example: Sequence[torch.Tensor]) -> tuple[dict[st
     was_training = module.training
     module.eval()  # no BatchNorm statistics move
     try:
-        with torch.no_grad(), _Recorder(stack, seen, first):
+        with torch.no_grad(), _Recorder(stack, seen, first, made_by_conv, uses):
             module(*example)
     except Exception:
-        return {}, {}
+        return {}, {}, set()
     finally:
         for h in handles:
             h.remove()
         module.train(was_training)
-    return seen, first
+    # Folded into its convolution only when it is the one reader of that output.
+    standalone = {n for n, src in norms.items() if src is None or uses[src] != 1}
+    return seen, first, standalone
+
+
+def watched_serial(watched: dict, t: torch.Tensor) -> int | None:
+    """The serial of tensor `t` among the watched ones (an id alone can be reused)."""
+    hit = watched.get(id(t))
+    return hit[1] if hit is not None and hit[0]() is t else None
+
+
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def op_scopes(module: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, list[str]]:
@@ -140,8 +177,10 @@ def layers_and_ops(module: nn.Module, example: Sequence[torch.Tensor] | None) ->
     layers = layer_names(module)
     if example is None:
         return layers
-    seen, first = _record(module, example)
-    wanted = set(layers) | set(_scopes(module, seen))
+    seen, first, standalone = _record(module, example)
+    # A BatchNorm on a block's input (FastViT's identity branch, RepMixer's norm) is a
+    # layer of its own: no convolution folds it.
+    wanted = set(layers) | set(_scopes(module, seen)) | standalone
     ran = sorted((n for n in first if n in wanted), key=first.__getitem__)
     return ran + [n for n in layers if n not in first]
 
@@ -158,11 +197,12 @@ class _Skip(nn.Module):
 
 def strip_dropout(module: nn.Module) -> nn.Module:
     """Replace (in place) every dropout of an eval-mode model, the identity at inference,
-    by a module FX traces away. FX quantization otherwise gives each dropout its own
-    int8 input: behind a float neighbour (the position-embedding add of a ViT kept
-    float) that one quantize costs the accuracy the float neighbour was kept for."""
+    and every nn.Identity by a module FX traces away. FX quantization otherwise gives each
+    its own int8 input: behind a float neighbour (the position-embedding add of a ViT kept
+    float, the `drop` Identity inside timm's BatchNormAct2d) that one quantize costs the
+    accuracy the float neighbour was kept for."""
     for name, child in list(module.named_modules()):
-        if isinstance(child, DROPOUTS):
+        if isinstance(child, DROPOUTS) or type(child) is nn.Identity:
             parent, _, leaf = name.rpartition(".")
             setattr(module.get_submodule(parent) if parent else module, leaf, _Skip())
     return module

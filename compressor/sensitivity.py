@@ -64,40 +64,16 @@ def layer_sensitivity(model: Model, family: str, calibration: Dataset | None, in
     quantizer_family), most sensitive first (lowest cosine). `mode`
     'dynamic' simulates dynamic int8 (weights int8, activations quantized per batch at
     run time), so a dynamic variant is ranked by its own error, not static int8's."""
-    if family not in FAMILIES:
-        raise RecipeError(f"no sensitivity simulation for quantizer family {family!r}; families with one: "
-                          f"{', '.join(FAMILIES)}")
-    if mode not in ("static", "dynamic"):
-        raise RecipeError(f"the sensitivity pass simulates static and dynamic int8, not {mode!r}")
-    if calibration is None or not len(calibration):
-        raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the recipe")
     if granularity not in ("layer", "block"):
         raise RecipeError(f"granularity {granularity!r}: use 'layer' or 'block'")
+    scorer = LayerScorer(model, family, calibration, inputs, labels, per_channel, calibration_samples, mode)
     names = list(layers) if layers is not None else candidates(model, granularity)
     check_module_names(model.module, names, "the sensitivity pass")
-    calib = calibration.take(calibration_samples).inputs
-    ref = _run(model.module, inputs, model.input_names)
-    ref_acc = accuracy(ref[0], labels)
-    sim = _Simulator(family, model, per_channel, dynamic=mode == "dynamic")
     scores = []
-    dynamic_ones = _dynamic_quantizable(model, names) if mode == "dynamic" else None
     for i, name in enumerate(names):
         if progress is not None:
             progress(i, len(names), name)
-        if dynamic_ones is not None and name not in dynamic_ones:
-            # Dynamic int8 quantizes weighted layers (and the matmuls of attention) only:
-            # on every target this one stays float, so quantizing it alone changes nothing.
-            scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=1.0, rel_error=0.0,
-                                     accuracy_drop=None if ref_acc is None else 0.0))
-            continue
-        quantized = sim.only(name, calib)
-        got = _run(quantized, inputs, model.input_names)
-        del quantized
-        release_model_caches()
-        cos, rel = output_cosine(ref, got), relative_error(ref, got)
-        acc = accuracy(got[0], labels)
-        scores.append(LayerScore(name=name, kind=kind(model.module, name), cosine=cos, rel_error=rel,
-                                 accuracy_drop=None if acc is None else 100 * (ref_acc - acc)))
+        scores.append(scorer.score(name))
     return rank(scores)
 
 
@@ -105,22 +81,55 @@ DYNAMIC_FUNCTIONS = frozenset({"linear", "matmul", "bmm", "addmm", "baddbmm", "e
                                "multi_head_attention_forward", "scaled_dot_product_attention"})
 
 
-def _dynamic_quantizable(model: Model, names: list[str]) -> set[str]:
-    """The names among `names` that dynamic int8 touches: a layer (or block) holding a
-    weight of two or more dimensions, or an op scope that multiplies matrices."""
-    from compressor.layers import op_scopes
+class LayerScorer:
+    """The damage of quantizing one layer, op scope or block alone under a quantizer
+    family's simulation; the model is captured once for every score."""
 
-    scopes: dict[str, list[str]] | None = None
-    out = set()
-    for name in names:
+    def __init__(self, model: Model, family: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
+                 labels: np.ndarray | None = None, per_channel: bool = True,
+                 calibration_samples: int = CALIB_SAMPLES, mode: str = "static") -> None:
+        if family not in FAMILIES:
+            raise RecipeError(f"no sensitivity simulation for quantizer family {family!r}; families with one: "
+                              f"{', '.join(FAMILIES)}")
+        if mode not in ("static", "dynamic"):
+            raise RecipeError(f"the sensitivity pass simulates static and dynamic int8, not {mode!r}")
+        if calibration is None or not len(calibration):
+            raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the "
+                            "recipe")
+        self.model, self.inputs, self.labels, self.mode = model, inputs, labels, mode
+        self.calib = calibration.take(calibration_samples).inputs
+        self.ref = _run(model.module, inputs, model.input_names)
+        self.ref_acc = accuracy(self.ref[0], labels)
+        self.sim = _Simulator(family, model, per_channel, dynamic=mode == "dynamic")
+        self._scopes: dict[str, list[str]] | None = None
+
+    def score(self, name: str) -> LayerScore:
+        model = self.model
+        if self.mode == "dynamic" and not self._dynamic(name):
+            # Dynamic int8 quantizes weighted layers (and the matmuls of attention) only:
+            # on every target this one stays float, so quantizing it alone changes nothing.
+            return LayerScore(name=name, kind=kind(model.module, name), cosine=1.0, rel_error=0.0,
+                              accuracy_drop=None if self.ref_acc is None else 0.0)
+        quantized = self.sim.only(name, self.calib)
+        got = _run(quantized, self.inputs, model.input_names)
+        del quantized
+        release_model_caches()
+        cos, rel = output_cosine(self.ref, got), relative_error(self.ref, got)
+        acc = accuracy(got[0], self.labels)
+        return LayerScore(name=name, kind=kind(model.module, name), cosine=cos, rel_error=rel,
+                          accuracy_drop=None if acc is None else 100 * (self.ref_acc - acc))
+
+
+    def _dynamic(self, name: str) -> bool:
+        """Whether dynamic int8 touches `name`: a layer (or block) holding a weight of two
+        or more dimensions, or an op scope that multiplies matrices."""
+        from compressor.layers import op_scopes
+
         if is_ops(name):
-            if scopes is None:
-                scopes = op_scopes(model.module, model.example_inputs(batch=1))
-            if DYNAMIC_FUNCTIONS & set(scopes.get(name, [])):
-                out.add(name)
-        elif any(p.dim() >= 2 for p in model.module.get_submodule(name).parameters()):
-            out.add(name)
-    return out
+            if self._scopes is None:
+                self._scopes = op_scopes(self.model.module, self.model.example_inputs(batch=1))
+            return bool(DYNAMIC_FUNCTIONS & set(self._scopes.get(name, [])))
+        return any(p.dim() >= 2 for p in self.model.module.get_submodule(name).parameters())
 
 
 def rank(scores: list[LayerScore]) -> list[LayerScore]:
@@ -188,8 +197,12 @@ class _Simulator:
 
         from compressor.qat.quantizers import pt2e_quantizer
 
+        from compressor.quant.pt2e_guard import unfold_shared_conv_bn
+
         quantizer = pt2e_quantizer(self.family, 8, self.per_channel, False, [], only=name, dynamic=self.dynamic)
-        return prepare_pt2e(copy.deepcopy(self._graph), quantizer)
+        graph = copy.deepcopy(self._graph)
+        unfold_shared_conv_bn(graph)  # prepare_pt2e would fold a BatchNorm into a shared conv output
+        return prepare_pt2e(graph, quantizer)
 
 
 def _run(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ loads only the runtime it measures.
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
@@ -208,6 +209,20 @@ class Target(abc.ABC):
         """Whether keeping `layer` in float changes this target's lowering of the model
         whose fp32 artifact is `base` (whether the exported graph has nodes of it)."""
         return True
+
+    def probe_cache(self) -> "contextlib.AbstractContextManager":
+        """A scope within which this target's lowerings of one model (the fallback's probes
+        and per-layer ranking) may reuse what does not change between them: the model's
+        capture, its calibration ranges. Default: nothing is reused."""
+        return contextlib.nullcontext()
+
+    def screen(self, model: "Model", variant: "QuantVariant", calibration: "Dataset | None",
+               inputs: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+        """Outputs on `inputs` of this target's lowering of `variant`, computed in-process
+        before any artifact is written (the quantized module the target would then trace
+        or convert), or None when the target has no such shortcut. The fallback searches
+        on it and checks what it finds on the real artifact."""
+        return None
 
     def layer_scores(self, base: Artifact, variant: "QuantVariant", calibration: "Dataset | None",
                      inputs: dict[str, np.ndarray], layers: list[str]) -> dict[str, list[np.ndarray] | None]:

@@ -1,12 +1,14 @@
 """The fallback's search: the fewest layers (most sensitive first) to keep in float so
 that a lowering meets its budget, over a probe callable
 
-    probe(float_layers, lowering) -> result with .ok, .crashed and .float_layers
+    probe(float_layers, lowering) -> result with .ok, .crashed, .float_layers and .cosine
 
 that exports and checks one (float set, lowering); a probe caches its results, so a set
-asked twice costs one export. Doubling then bisection over the ranking's prefixes, a
-pruning pass, and when the ranking singles out no short set, the shortest run of
-consecutive layers in model order.
+asked twice costs one export, and raises BudgetSpent when the time budget leaves no room
+for another export. Doubling (from a first guess) then bisection over the ranking's
+prefixes, a pruning pass, and when the ranking singles out no short set, the shortest
+run of consecutive layers in model order. When the time runs out the search ends with
+the smallest float set it found that meets the budget, if any, and says so.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from compressor.config.quantize import FallbackSpec
 PRUNE_AT_MOST = 12        # float sets larger than this skip the one-by-one pruning pass
 
 
+class BudgetSpent(Exception):
+    """The fallback's time budget (FallbackSpec.max_seconds) leaves no room for the next
+    export; raised by a probe before it starts one."""
+
+
 @dataclass
 class Lowering:
     """One lowering of a quantization intent: what it changes in the variant and in the
@@ -31,19 +38,33 @@ class Lowering:
     options: dict[str, Any] = field(default_factory=dict)   # target options changed
 
 
-# probe(float_layers, lowering) -> a result with .ok, .crashed (an exception type or None)
-# and .float_layers
+# probe(float_layers, lowering) -> a result with .ok, .crashed (an exception type or None),
+# .float_layers and .cosine
 Probe = Callable[[list[str], Lowering], Any]
 
 
-def meets(budget: FallbackSpec, cosine: float, accuracy: float | None,
-          reference_accuracy: float | None) -> tuple[bool, str | None]:
-    """Whether a lowering's output cosine (and accuracy, against the float model's) holds
-    `budget`, and why not."""
-    if not np.isfinite(cosine):
+@dataclass
+class SearchEnd:
+    """How the search ended: the probe result it chose (None: nothing meets the budget)
+    and its lowering, and, when the time budget stopped it, what was left undone."""
+
+    result: Any = None
+    lowering: Lowering | None = None
+    stopped: str | None = None      # e.g. "time budget spent during the pruning pass"
+
+
+def meets(budget: FallbackSpec, cosine: float, accuracy: float | None, reference_accuracy: float | None,
+          worst: float | None = None, margin: tuple[float, float] = (0.0, 0.0)) -> tuple[bool, str | None]:
+    """Whether a lowering's mean output cosine, its worst sample's cosine and its accuracy
+    (against the float model's) hold `budget`, and why not. `margin` (mean, worst) is
+    added to the two cosine bounds (a screen known to be optimistic by that much)."""
+    if not np.isfinite(cosine) or (worst is not None and not np.isfinite(worst)):
         return False, "non-finite outputs"
-    if budget.min_cosine is not None and cosine < budget.min_cosine:
-        return False, f"cosine {cosine:.5f} < {budget.min_cosine:g}"
+    if budget.min_cosine is not None and cosine < budget.min_cosine + margin[0]:
+        return False, f"cosine {cosine:.5f} < {budget.min_cosine + margin[0]:.5g}"
+    if (budget.min_worst_cosine is not None and worst is not None
+            and worst < budget.min_worst_cosine + margin[1]):
+        return False, f"worst-sample cosine {worst:.5f} < {budget.min_worst_cosine + margin[1]:.5g}"
     if budget.max_accuracy_drop is not None and accuracy is not None:
         drop = 100 * (reference_accuracy - accuracy)
         if drop > budget.max_accuracy_drop:
@@ -51,32 +72,63 @@ def meets(budget: FallbackSpec, cosine: float, accuracy: float | None,
     return True, None
 
 
+class _Best:
+    """The smallest float set met so far (fewest layers, then the highest cosine)."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe, self.result, self.lowering = probe, None, None
+
+    def __call__(self, layers: list[str], low: Lowering):
+        res = self.probe(layers, low)
+        if res.ok and (self.result is None or _better(res, self.result)):
+            self.result, self.lowering = res, low
+        return res
+
+
+def _better(a, b) -> bool:
+    ca, cb = getattr(a, "cosine", None) or 0.0, getattr(b, "cosine", None) or 0.0
+    return (len(a.float_layers), -ca) < (len(b.float_layers), -cb)
+
+
 def search(probe: Probe, lowerings: Sequence[Lowering], order: list[str], in_model_order: list[str],
-           budget: FallbackSpec, say: Callable[[str], None] | None = None) -> tuple[Any, Lowering] | None:
+           budget: FallbackSpec, say: Callable[[str], None] | None = None, guess: int | None = None,
+           skip_plain: bool = True) -> SearchEnd:
     """The first lowering, in the order given, with a float set that meets the budget, and
-    that probe's result; None when none has one. The first lowering's plain probe is taken
-    as already made (the caller tried it before ranking the layers)."""
+    that probe's result (SearchEnd.result None when none has one). The first lowering's
+    plain probe is taken as already made (the caller tried it before ranking the layers)
+    unless `skip_plain` is false. `guess`: how many leading layers the ranking's scores
+    predict it takes (where the doubling starts). When the probe raises BudgetSpent, the
+    end holds the smallest set met so far, if any, and says where it stopped."""
     say = say or (lambda _msg: None)
-    for i, low in enumerate(lowerings):
-        say(f"{low.label}, float-layer search")
-        found = fewest_leading(probe, low, order, budget, skip_plain=i == 0)
-        if found is None or len(found.float_layers) > PRUNE_AT_MOST:
-            # The ranking did not single out a few layers (each alone is harmless, or the
-            # simulation misses the target's own kernels): look for one short run of
-            # consecutive layers instead, by real exports.
-            say(f"{low.label}, window search in model order")
-            window = shortest_window(probe, low, in_model_order, budget)
-            if window is not None and (found is None or len(window.float_layers) < len(found.float_layers)):
-                found = window
-        if found is not None:
-            return found, low
-    return None
+    best = _Best(probe)
+    stage = "the float-layer search"
+    try:
+        for i, low in enumerate(lowerings):
+            stage = f"the float-layer search ({low.label})"
+            say(f"{low.label}, float-layer search over {len(order)} ranked layers")
+            found = fewest_leading(best, low, order, budget, skip_plain=skip_plain and i == 0,
+                                   guess=guess if i == 0 else None)
+            if found is None or len(found.float_layers) > PRUNE_AT_MOST:
+                # The ranking did not single out a few layers (each alone is harmless, or the
+                # simulation misses the target's own kernels): look for one short run of
+                # consecutive layers instead, by real exports.
+                stage = f"the window search ({low.label})"
+                say(f"{low.label}, window search in model order")
+                window = shortest_window(best, low, in_model_order, budget)
+                if window is not None and (found is None or len(window.float_layers) < len(found.float_layers)):
+                    found = window
+            if found is not None:
+                return SearchEnd(found, low)
+    except BudgetSpent:
+        return SearchEnd(best.result, best.lowering, stopped=f"time budget spent during {stage}")
+    return SearchEnd()
 
 
 def fewest_leading(probe: Probe, low: Lowering, order: list[str], budget: FallbackSpec,
-                   skip_plain: bool = False):
-    """The fewest leading layers of `order` that meet the budget (doubling, then
-    bisection), then drop any of them the budget holds without."""
+                   skip_plain: bool = False, guess: int | None = None):
+    """The fewest leading layers of `order` that meet the budget (doubling from `guess`,
+    then bisection), then drop any of them the budget holds without (as far as the time
+    budget allows: what is met stays met)."""
     limit = len(order) if budget.max_float_layers is None else min(len(order), budget.max_float_layers)
     if not skip_plain:
         plain = probe([], low)
@@ -86,7 +138,7 @@ def fewest_leading(probe: Probe, low: Lowering, order: list[str], budget: Fallba
             return None
     if limit == 0:
         return None
-    lo, hi, k = 0, None, 1
+    lo, hi, k = 0, None, max(1, min(guess or 1, limit))
     while hi is None:
         k = min(k, limit)
         if probe(order[:k], low).ok:
@@ -107,13 +159,17 @@ def fewest_leading(probe: Probe, low: Lowering, order: list[str], budget: Fallba
 
 def prune(probe: Probe, low: Lowering, chosen: list[str], least_first: bool = False) -> list[str]:
     """Drop, one at a time, each layer of a short float set the budget holds without
-    (known failures come from the probe cache)."""
+    (known failures come from the probe cache). Stops, keeping what it has, when the
+    time budget runs out."""
     if not 1 < len(chosen) <= PRUNE_AT_MOST:
         return chosen
-    for name in (list(reversed(chosen)) if least_first else list(chosen)):
-        trial = [n for n in chosen if n != name]
-        if probe(trial, low).ok:
-            chosen = trial
+    try:
+        for name in (list(reversed(chosen)) if least_first else list(chosen)):
+            trial = [n for n in chosen if n != name]
+            if probe(trial, low).ok:
+                chosen = trial
+    except BudgetSpent:
+        pass
     return chosen
 
 
@@ -124,7 +180,7 @@ def shortest_window(probe: Probe, low: Lowering, names: list[str], budget: Fallb
     without is dropped. Int8 error that builds up in one region of the network (a stage
     whose layers each look harmless alone) is found this way in about 2 log2(n) exports."""
     limit = len(names) if budget.max_float_layers is None else budget.max_float_layers
-    if len(names) < 2 or not probe(names, low).ok:
+    if len(names) < 2 or limit == 0 or not probe(names, low).ok:
         return None
     lo, hi = 0, len(names)          # names[lo:] meets the budget; names[hi:] (empty) does not
     while hi - lo > 1:

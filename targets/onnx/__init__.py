@@ -64,7 +64,7 @@ class OnnxTarget(Target):
     name = "onnx"
     suffixes = (".onnx",)
     options_model = OnnxOptions
-    modes = ("static", "dynamic", "fp16", "qat")
+    modes = ("static", "dynamic", "fp16", "qat", "weight_only")
     quantizer_family = "x86"  # PT2E x86 simulates ORT's QDQ int8; QAT models export as QDQ under it
     calibration_methods = ("percentile", "entropy")
     per_tensor_lowering = True
@@ -101,7 +101,7 @@ class OnnxTarget(Target):
                 if base is None:
                     raise ValueError("the ONNX lowering of a quantized variant starts from the fp32 artifact")
                 src = base.path
-                if opts.fusions != "none" and variant.mode in ("static", "dynamic"):
+                if opts.fusions != "none" and variant.mode in ("static", "dynamic", "weight_only"):
                     src = _unfused(model, work, opts, external)
                 meta = {**{k: base.meta[k] for k in ("dynamic_batch", "output_names") if k in base.meta},
                         **lower(src, staged, variant, calibration, bool(base.meta.get("dynamic_batch")),
@@ -148,6 +148,12 @@ class OnnxTarget(Target):
             return bool(nodes_to_exclude(base.path, [layer], []))
         except RecipeError:
             return False
+
+    def probe_cache(self):
+        """The pre-processed graph and the calibration ranges, shared by the probes."""
+        from targets.onnx.reuse import probe_cache
+
+        return probe_cache()
 
     def layer_scores(self, base: Artifact, variant: "QuantVariant", calibration: "Dataset | None",
                      inputs: "dict[str, np.ndarray]", layers: list[str]) -> "dict[str, list[np.ndarray] | None]":

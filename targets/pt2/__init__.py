@@ -29,7 +29,7 @@ class Pt2Options(TargetOptions):
 
 class _Pt2Base(Target):
     options_model = Pt2Options
-    modes = ("static",)
+    modes = ("static", "weight_only")
     requires_trust = True  # both formats unpickle (ExportedProgram) or load native code (AOTI)
     compiled = False
     quantizer_family = "x86"  # the PT2E x86 quantizer lowers both
@@ -46,10 +46,19 @@ class _Pt2Base(Target):
         from targets.torch_archive import output_names_for, signature
 
         opts = self.options(options)
-        source = ex.unshare_stateless_modules(model.module) if variant is not None else model.module
+        weight_only = variant is not None and variant.mode == "weight_only"
+        notes: dict[str, Any] = {}
+        if weight_only:  # torchao's int8 weights, exported as int8 constants with a dequantize each
+            from targets.pt2.weight_only import quantize_weights
+
+            source, notes = quantize_weights(model.module, variant, self.name)
+        else:
+            source = ex.unshare_stateless_modules(model.module) if variant is not None else model.module
         program, dynamic = ex.export_program(source, model, opts.dynamic_batch)
-        meta: dict[str, Any] = {"exporter": f"torch.export {torch.__version__}", "dynamic_batch": dynamic}
-        if variant is not None:
+        meta: dict[str, Any] = {"exporter": f"torch.export {torch.__version__}", "dynamic_batch": dynamic, **notes}
+        if weight_only and not self.compiled:
+            meta["runs_as"] = "eager PyTorch: each layer dequantizes its int8 weights as it runs (smaller, not faster)"
+        if variant is not None and not weight_only:
             converted, notes = ex.pt2e_int8(program, model, variant, calibration, for_inductor=self.compiled,
                                              dynamic_batch=dynamic)
             meta.update(notes)
@@ -69,7 +78,8 @@ class _Pt2Base(Target):
                 from targets.pt2.runtime import encode_meta
 
                 start = time.perf_counter()
-                ex.compile_package(program, staged, encode_meta(stored))
+                # Freezing would fold the dequantized weights back into fp32 constants.
+                ex.compile_package(program, staged, encode_meta(stored), freezing=not weight_only)
                 meta["compile_s"] = round(time.perf_counter() - start, 2)
             else:
                 import json

@@ -132,7 +132,11 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
         quantizer.set_module_name_qconfig(name, None)
     try:
         with quiet():
-            prepared = prepare_pt2e(program.module(), quantizer)
+            from compressor.quant.pt2e_guard import unfold_shared_conv_bn
+
+            graph = program.module()
+            unfold_shared_conv_bn(graph)  # prepare_pt2e would fold a BatchNorm into a shared conv output
+            prepared = prepare_pt2e(graph, quantizer)
             data = calibration.take(v.calibration_samples)
             with torch.no_grad():
                 for batch in _calibration_batches(data, model, dynamic_batch):
@@ -195,7 +199,7 @@ def compiler() -> str | None:
     return next((shutil.which(c) for c in candidates if shutil.which(c)), None)
 
 
-def compile_package(program, path: Path, meta: dict[str, str]) -> None:
+def compile_package(program, path: Path, meta: dict[str, str], freezing: bool = True) -> None:
     from torch._inductor import aoti_compile_and_package
 
     if compiler() is None:
@@ -206,7 +210,7 @@ def compile_package(program, path: Path, meta: dict[str, str]) -> None:
     # convolutions too (the fair twin to compare with). Inductor freezes only with
     # autograd off and silently ignores the flag otherwise: the int8 package then ran
     # float convolutions on dequantized weights, slower than fp32.
-    configs = {"aot_inductor.metadata": meta, "freezing": True}
+    configs = {"aot_inductor.metadata": meta, "freezing": freezing}
     try:
         with quiet(), torch.no_grad():
             aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)

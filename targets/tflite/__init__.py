@@ -38,7 +38,7 @@ class TFLiteTarget(Target):
     name = "tflite"
     suffixes = (".tflite",)
     options_model = TFLiteOptions
-    modes = ("static", "dynamic", "fp16", "qat")
+    modes = ("static", "dynamic", "fp16", "qat", "weight_only")
     quantizer_family = "litert"  # litert-torch's PT2E quantizer
     per_tensor_lowering = True
     float_op_kinds = TORCH_CASUALTIES
@@ -94,6 +94,27 @@ class TFLiteTarget(Target):
 
     def open_artifact(self, artifact: Artifact, device: Device, threads: int):
         return self.open_session(artifact.path, device, threads, signature=artifact.meta.get("signature"))
+
+    def probe_cache(self):
+        """The model's capture and the last converted graphs, shared by the fallback's probes."""
+        from targets.tflite.reuse import probe_cache
+
+        return probe_cache()
+
+    def screen(self, model: "Model", variant: "QuantVariant", calibration: "Dataset | None", inputs):
+        """Full-integer int8: the converted PT2E graph litert-torch would lower, run in
+        PyTorch (its reference int8 arithmetic; XNNPACK's kernels round a little
+        differently, so the fallback checks what it finds on the real file)."""
+        from targets.tflite.keras import KerasModel
+
+        if variant.mode != "static" or isinstance(model, KerasModel):
+            return None
+        from targets.tflite import convert, reuse
+
+        converted = convert.export_full_integer(model, variant, None, calibration, False, "float", True)
+        if not hasattr(converted, "graph"):  # a lowering that returned notes, not a graph: no screen
+            return None
+        return reuse.run(converted, model, inputs)
 
 
 def _nhwc_tensors(model: "Model", meta: dict) -> dict:

@@ -11,7 +11,6 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from compressor.errors import ExportError, UnsupportedOpError
 
@@ -22,6 +21,11 @@ _OP_PATTERNS = (
     re.compile(r"\b(aten[.:]+\w+)"),
     re.compile(r"'(tfl\.\w+|stablehlo\.\w+|mhlo\.\w+)' op"),
 )
+
+# torch.export's refusal of a value read in Python (`int(t)`, `if t.any():`), and the
+# user's line it names.
+_DATA_DEPENDENT = re.compile(r"GuardOnDataDependentSymNode|data-dependent expression|Could not guard on data-dependent")
+_USER_CALL = re.compile(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n([^\n]*)')
 
 # The smallest quantization scale calibration may give (see _small_scales).
 MIN_SCALE = 2.0 ** -64
@@ -42,47 +46,80 @@ def export_fp32(model, path: Path, channels_last: bool) -> dict:
             "channels_last": channels_last}
 
 
-def export_full_integer(model, variant, path: Path, calibration, channels_last: bool, io_type: str,
+def export_full_integer(model, variant, path: Path | None, calibration, channels_last: bool, io_type: str,
                         fp32_works: bool) -> dict:
     """int8 weights and activations. litert-torch gives int8 input/output; with io 'float'
-    a QUANTIZE/DEQUANTIZE pair inside the model keeps the fp32 artifact's interface."""
-    import torch
+    a QUANTIZE/DEQUANTIZE pair inside the model keeps the fp32 artifact's interface.
+    With `path` None, the converted PT2E graph instead, before litert-torch (the screen)."""
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if calibration is None or not len(calibration):
         raise ExportError("full-integer int8 TFLite needs calibration data; add data.calibration to the recipe")
     module, args = _prepared(model, channels_last)
     from compressor.qat.quantizers import litert_quantizer
+    from targets.tflite.linear_int8 import transformer_plan
 
-    quantizer = litert_quantizer().set_global(
-        _small_scales(get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False)))
-    from compressor.layers import check_module_names, module_types, with_scope
+    config = _small_scales(get_symmetric_quantization_config(is_per_channel=variant.per_channel, is_dynamic=False))
+    quantizer, notes = litert_quantizer(), {}
+    linear = transformer_plan(model, variant, calibration, channels_last)
+    if linear is not None:  # a transformer: its Linear layers only, outlier-aware
+        module, names, hybrid, notes = linear
+        # min/max ranges, which the plan's smoothing was chosen under (a histogram's
+        # clipped range cut the smoothed outliers: worst cosine 0.987 against 0.998).
+        config = _minmax(config)
+        for name in names:
+            quantizer.set_module_name(name, config)
+    else:
+        from compressor.layers import check_module_names, module_types, with_scope
 
-    check_module_names(model.module, variant.exclude, "tflite")
-    # channels_last wraps the model (litert-torch's ChannelLastIOWrapper keeps it as `wrapped`).
-    scope = "wrapped." if channels_last else ""
-    for name in variant.exclude:  # layers (or a module's own ops) the recipe keeps in float
-        quantizer.keep_float(with_scope(scope, name))
-    for cls in module_types(model.module, variant.exclude_ops, "tflite"):
-        quantizer.keep_float_type(cls)
+        quantizer.set_global(config)
+        check_module_names(model.module, variant.exclude, "tflite")
+        # channels_last wraps the model (litert-torch's ChannelLastIOWrapper keeps it as `wrapped`).
+        scope = "wrapped." if channels_last else ""
+        for name in variant.exclude:  # layers (or a module's own ops) the recipe keeps in float
+            quantizer.keep_float(with_scope(scope, name))
+        for cls in module_types(model.module, variant.exclude_ops, "tflite"):
+            quantizer.keep_float_type(cls)
     with _quiet():
         try:
-            prepared = prepare_pt2e(torch.export.export(module, args).module(), quantizer)
-            samples = _calibrate(prepared, model, calibration, variant.calibration_samples, channels_last)
-            converted = convert_pt2e(prepared, fold_quantize=False)
-            edge = _litert().convert(converted, args, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            from targets.tflite.reuse import quantized
+
+            converted, samples = quantized(module, args, quantizer, model, variant, calibration, channels_last,
+                                           reusable=linear is None)
+            if path is None:  # the fallback's screen: the converted graph, run in PyTorch
+                return converted
+            # The converter reads only static-or-dynamic off the quantizer's global config.
+            mode = quantizer if linear is None else litert_quantizer().set_global(config)
+            edge = _litert().convert(converted, args, quant_config=QuantConfig(pt2e_quantizer=mode))
         except Exception as e:
             raise _classify(e, "full-integer int8", model, fp32_works) from None
         edge.export(str(path))
+    if linear is not None and hybrid:
+        from targets.tflite.linear_int8 import dynamic_range_pass
+
+        notes["dynamic_range_kernels"] = dynamic_range_pass(path)
     meta, wrapped = _finish_int8(path, model, io_type)
-    return {**meta, "engine": "litert-torch PT2EQuantizer (symmetric int8, "
-            f"{'per-channel' if variant.per_channel else 'per-tensor'} weights)",
+    return {**meta, **notes, "engine": "litert-torch PT2EQuantizer (symmetric int8, "
+            f"{'per-channel' if variant.per_channel else 'per-tensor'} weights"
+            f"{'; Linear layers only, outlier-aware' if linear is not None else ''})",
             # PT2E's observers record min and max; percentile and entropy are ONNX Runtime calibrators.
             "calibration": "minmax", "calibration_samples": samples, "io": io_type,
             "excluded": list(variant.exclude), "excluded_ops": list(variant.exclude_ops),
             "float_io_tensors": wrapped, "channels_last": channels_last}
+
+
+def _minmax(config):
+    """`config` with min/max activation observers (the smallest scale kept)."""
+    import dataclasses
+
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    def swapped(spec):
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=MIN_SCALE))
+
+    return dataclasses.replace(config, input_activation=swapped(config.input_activation),
+                               output_activation=swapped(config.output_activation))
 
 
 def _small_scales(config):
@@ -104,19 +141,6 @@ def _small_scales(config):
 
     return dataclasses.replace(config, input_activation=lowered(config.input_activation),
                                output_activation=lowered(config.output_activation), weight=lowered(config.weight))
-
-
-def _calibrate(prepared, model, calibration, limit: int, channels_last: bool) -> int:
-    import torch
-
-    n = min(limit, len(calibration))
-    batch = model.inputs[0].shape[0]  # the program is exported at the declared (static) batch
-    with torch.no_grad():
-        for start in range(0, n - batch + 1, batch):
-            xs = [torch.from_numpy(np.ascontiguousarray(calibration.inputs[s.name][start:start + batch]))
-                  for s in model.inputs]
-            prepared(*[_nhwc(x) if channels_last and x.ndim == 4 else x for x in xs])
-    return n - n % batch
 
 
 def compact_file(path: Path) -> dict:
@@ -172,6 +196,14 @@ def _default_output_names(model) -> list[str]:
 
 def _classify(e: Exception, precision: str, model, fp32_works: bool = False) -> Exception:
     text = f"{e}\n{e.__cause__ or ''}"
+    if _DATA_DEPENDENT.search(text):
+        from targets.elsewhere import exporting_target
+
+        call = _USER_CALL.search(text)
+        where = f" at {Path(call.group(1)).name}:{call.group(2)} ({call.group(3).strip()})" if call else ""
+        return UnsupportedOpError(f"TFLite {precision} conversion failed: the model reads a tensor's value{where} "
+                                  "to decide a shape or a branch, which torch.export cannot follow; "
+                                  f"{exporting_target(model, 'tflite')}; or compute it with tensor operations")
     op = next((m.group(1) for p in _OP_PATTERNS if (m := p.search(text))), None)
     if op is None:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
@@ -179,24 +211,11 @@ def _classify(e: Exception, precision: str, model, fp32_works: bool = False) -> 
     if fp32_works:
         works = "the fp32, fp16 and dynamic int8 TFLite artifacts of this model convert"
     else:
-        works = _other_target_that_works(model)
+        from targets.elsewhere import exporting_target
+
+        works = exporting_target(model, "tflite")
     return UnsupportedOpError(f"TFLite {precision} conversion failed: operator {op!r} has no LiteRT lowering; "
                               f"{works}; or replace the operator in the model")
-
-
-def _other_target_that_works(model) -> str:
-    """Name a target that does export this model, by trying it (ONNX, into a scratch dir)."""
-    import tempfile
-
-    import targets
-    from compressor.errors import CompressorError
-
-    try:
-        with tempfile.TemporaryDirectory(prefix="tflite-fallback-") as d:
-            targets.get("onnx").export(model, None, Path(d) / "probe", {}, None)
-        return "the onnx target exports this model (targets: {onnx: {}})"
-    except (CompressorError, Exception):
-        return "no other precision of this target converts it either"
 
 
 def _litert():

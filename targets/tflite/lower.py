@@ -1,6 +1,7 @@
-"""fp16 weights and dynamic-range int8, lowered from the fp32 .tflite with ai-edge-quantizer.
+"""fp16 weights, dynamic-range int8 and weight-only int4/int8 (targets.tflite.weight_only),
+lowered from the fp32 .tflite with ai-edge-quantizer.
 
-Both keep float activations, so they need no calibration and no second trip through
+All keep float activations, so they need no calibration and no second trip through
 torch.export: a rewrite of the fp32 flatbuffer takes a second, a PyTorch conversion tens.
 """
 
@@ -39,8 +40,12 @@ def lower_from_fp32(fp32: Path, dst: Path, variant) -> dict:
             rp.add_dynamic_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=8,
                                   granularity=granularity)
             engine = "ai-edge-quantizer dynamic range (int8 weights, int8 compute on the fly)"
+        elif variant.mode == "weight_only":
+            from targets.tflite.weight_only import weight_only_recipe
+
+            engine = weight_only_recipe(rp, variant)
         else:
-            raise ValueError(f"lower_from_fp32 handles fp16 and dynamic, not {variant.mode!r}")
+            raise ValueError(f"lower_from_fp32 handles fp16, dynamic and weight_only, not {variant.mode!r}")
         for name in variant.exclude:
             raise UnsupportedOpError(f"'exclude' ({name!r}) is not offered for {variant.mode} TFLite: "
                                      "ai-edge-quantizer selects layers by TFLite tensor name; drop 'exclude'")
@@ -51,5 +56,9 @@ def lower_from_fp32(fp32: Path, dst: Path, variant) -> dict:
         except Exception as e:
             first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             raise ExportError(f"TFLite {variant.mode} lowering failed in ai-edge-quantizer: {first[:300]}") from None
+        if variant.mode == "weight_only":
+            from targets.tflite.weight_only import check_quantized
+
+            check_quantized(Path(fp32).stat().st_size, len(result.quantized_model), variant.label)
         Path(dst).write_bytes(bytes(result.quantized_model))
     return {"engine": engine, "from": Path(fp32).name}

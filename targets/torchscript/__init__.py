@@ -48,13 +48,17 @@ class TorchScriptTarget(Target):
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
         import torch
 
+        from compressor.errors import ExportError
         from targets.torch_archive import output_names_for, signature
         from targets.torchscript import export as ts
         from targets.torchscript.quantize import dynamic_int8, static_int8
+        from targets.torchscript.linear_int8 import transformer_int8
         from targets.torchscript.runtime import resolve_engine
 
         opts = self.options(options)
-        example = model.example_inputs(batch=2)  # not 1: a size-1 axis can be baked in as a broadcast
+        # Batch 2, not 1: a size-1 axis can be baked in as a broadcast. Integer inputs are padded.
+        inputs = ts.trace_inputs(model, calibration, batch=2)
+        example = inputs.example
         meta: dict[str, Any] = {}
         source, atol, engine = model.module, 1e-4, None
         if variant is not None:
@@ -65,12 +69,23 @@ class TorchScriptTarget(Target):
                 torch.backends.quantized.engine = "x86"
                 source, meta = model.module, {"engine": "torch.ao FX graph mode (QAT or its PTQ twin), x86",
                                               "excluded": list(variant.exclude)}
+            elif (lowered := transformer_int8(model.module, model.input_names, calibration, variant)) is not None:
+                source, meta = lowered
+                engine = meta.pop("quantized_engine")  # its static kernel is an fbgemm one
             elif variant.mode == "static":
                 source, meta = static_int8(model.module, model.input_names, example, variant, calibration)
             else:
                 source, meta = dynamic_int8(model.module, variant)
             atol = 1e-2
-        captured, how = ts.capture(source, example, "trace" if variant and variant.mode in ("static", "qat") else opts.capture)
+        try:
+            captured, how, checked = ts.capture(source, inputs, "trace" if variant and variant.mode in ("static", "qat")
+                                                else opts.capture, atol)
+        except ExportError as e:
+            from targets.elsewhere import exporting_target
+
+            raise ExportError(f"{e}; {exporting_target(model, self.name)}") from None
+        if checked:
+            meta["trace_checked"] = checked
         frozen = ts.freeze(captured)
         # int8 graphs are left un-optimized: their convolutions already run int8 kernels.
         optimize = opts.optimize_for_inference and variant is None
@@ -88,11 +103,15 @@ class TorchScriptTarget(Target):
         final = Path(f"{out}.pt")
         with staging_dir(final.parent, final.name) as work:
             staged = work / final.name
-            ts.save(frozen, work / "plain.pt" if opts.compress else staged, stored)
+            # The uncompressed archive under the same name in a folder of its own: its records
+            # are named after the file, and an artifact called "plain" must not overwrite it.
+            plain = work / "uncompressed" / final.name
+            plain.parent.mkdir()
+            ts.save(frozen, plain if opts.compress else staged, stored)
             if opts.compress:
                 from targets.torch_archive import recompress
 
-                meta.update(recompress(work / "plain.pt", staged))
+                meta.update(recompress(plain, staged))
             self.check_file(staged)
             publish({staged: final})
         return Artifact(target=self.name, label=variant.label if variant else "fp32",
@@ -107,3 +126,25 @@ class TorchScriptTarget(Target):
         from targets.torchscript.runtime import open_torchscript
 
         return open_torchscript(path, device, threads)
+
+    def probe_cache(self):
+        """The ReLU6 analysis of the model, shared by the fallback's probes."""
+        from targets.torchscript.quantize import probe_cache
+
+        return probe_cache()
+
+    def screen(self, model: "Model", variant: "QuantVariant", calibration: "Dataset | None", inputs):
+        """Static int8: the FX-converted module this target traces, run in-process (the
+        same quantized kernels the archive runs)."""
+        if variant.mode != "static":
+            return None
+        from targets.torchscript.linear_int8 import transformer_int8
+
+        lowered = transformer_int8(model.module, model.input_names, calibration, variant)
+        if lowered is not None:  # a transformer: the Linear-only module, as export lowers it
+            from compressor.sensitivity import _run
+
+            return _run(lowered[0], inputs, model.input_names)
+        from targets.torchscript.quantize import screen
+
+        return screen(model, variant, calibration, inputs)

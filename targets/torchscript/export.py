@@ -9,7 +9,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -22,22 +22,117 @@ _DATA_DEPENDENT = re.compile(r"Converting a tensor to a Python|might cause the t
                              r"might not generalize|Python value", re.I)
 
 
-def capture(module: torch.nn.Module, example: tuple[torch.Tensor, ...], how: str) -> tuple[torch.jit.ScriptModule, str]:
-    """A ScriptModule of `module` and how it was made ('trace' or 'script').
+class TraceInputs(NamedTuple):
+    example: tuple[torch.Tensor, ...]  # what the tracer runs
+    probes: dict[str, tuple[torch.Tensor, ...]]  # what the trace is checked on
+    padded: bool  # the example is padded and a probe is not: a mask branch is tried both ways
 
-    'auto' traces, and scripts instead when tracing reports data-dependent control flow:
-    a trace would silently keep one branch. A model that neither traces cleanly nor
-    scripts is refused with the cause (file:line of the branch and the scripting error).
+
+def capture(module: torch.nn.Module, inputs: TraceInputs, how: str,
+            atol: float = 1e-4) -> tuple[torch.jit.ScriptModule, str, str | None]:
+    """A ScriptModule of `module`, how it was made ('trace' or 'script'), and, for a trace
+    the tracer warned about, what it was checked on.
+
+    A trace keeps, for every Python `if` on a tensor, the branch the example took, so it is
+    run on the probes and compared with the module there. 'auto' traces, and scripts
+    where the tracer warns of data-dependent control flow or the trace disagrees on a
+    probe. Where scripting fails, or under 'trace', a warned trace is kept when the
+    example was padded, a probe was not, and it agrees on every probe: transformers'
+    attention-mask code reads shapes as tensors (a warning) and guards its value branches
+    against tracing, and a mask branch traced padded is the general one. Float inputs have
+    no such two-sided probe: a warned trace of them is scripted or refused. A model that
+    neither traces faithfully nor scripts is refused with the cause (the branch's
+    file:line, the probe it breaks on, the scripting error).
     """
     if how == "script":
-        return _script(module, None), "script"
-    traced, flow = _trace(module, example)
-    if flow is None:
-        return traced, "trace"
-    if how == "trace":
-        raise ExportError(f"TorchScript export failed: {flow}; tracing keeps only the branch the example "
-                          "input takes (set targets.torchscript.capture to 'script', or remove the branch)")
-    return _script(module, flow), "script"
+        return _script(module, None), "script", None
+    traced, flow = _trace(module, inputs.example)
+    broken = disagreement(traced, module, inputs.probes, atol)
+    if flow is None and broken is None:
+        return traced, "trace", None
+    why = "; ".join(filter(None, [flow, broken and f"the trace differs from the model on {broken}"]))
+    if how == "auto":
+        try:
+            return _script(module, why), "script", None
+        except ExportError as e:
+            refused = e
+    else:
+        refused = ExportError(f"TorchScript export failed: {why}; tracing keeps only the branch the example "
+                              "input takes (set targets.torchscript.capture to 'script', or remove the branch)")
+    if broken is None and inputs.padded:
+        probed = ", ".join(inputs.probes)
+        return traced, "trace", f"{flow}; the trace, taken padded, agrees with the model on {probed} inputs"
+    raise refused
+
+
+def disagreement(traced, module, probes: dict[str, tuple[torch.Tensor, ...]], atol: float) -> str | None:
+    """The first probe on which `traced` and `module` disagree, and by how much; None if
+    they agree on all. A probe the module itself refuses (its own input checks) is skipped."""
+    from compressor.model import flatten_outputs
+
+    for name, args in probes.items():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                want = flatten_outputs(module(*args))
+            except Exception:
+                continue
+            try:
+                got = flatten_outputs(traced(*args))
+            except Exception as e:
+                return f"{name} inputs (it fails there: {_cause(e)})"
+        if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
+            return f"{name} inputs (other output shapes)"
+        for g, w in zip(got, want):
+            diff = (g.float() - w.float()).abs().max().item() if w.numel() else 0.0
+            if not diff <= atol * max(1.0, w.float().abs().max().item()):
+                return f"{name} inputs (max difference {diff:.3g})"
+    return None
+
+
+def trace_inputs(model, calibration=None, batch: int = 2) -> TraceInputs:
+    """The example to trace with and the probes to check the trace on.
+
+    Integer inputs of rank 2 or more (token ids, attention masks, segment ids) are traced
+    padded: each row 1 up to a length, 0 after it (3/4 and 1/2 of the last axis), so
+    that a mask branch ("no padding: skip the mask") is traced on its general side.
+    Probes: the same unpadded (all 1), padded at other lengths, the declared example
+    (zeros; random floats), and real rows of the calibration data when there are some.
+    """
+    declared = model.example_inputs(batch=batch)
+    ints = [i for i, t in enumerate(declared) if not t.is_floating_point() and t.ndim >= 2]
+
+    def with_lengths(fractions: list[float]) -> tuple[torch.Tensor, ...]:
+        out = list(declared)
+        for i in ints:
+            t = torch.zeros_like(declared[i])
+            width = t.shape[-1]
+            for row, f in zip(range(t.shape[0]), fractions * t.shape[0]):
+                t[row, ..., :max(1, round(width * f))] = 1
+            out[i] = t
+        return tuple(out)
+
+    if not ints:
+        gen = torch.Generator().manual_seed(1)
+        other = tuple(torch.rand(t.shape, generator=gen).to(t.dtype) if t.is_floating_point() else t for t in declared)
+        return TraceInputs(declared, {"other random": other}, padded=False)
+    probes = {"unpadded": with_lengths([1.0]), "otherwise padded": with_lengths([1 / 8, 1.0]),
+              "declared example": declared}
+    if calibration is not None and len(calibration) and all(s.name in calibration.inputs for s in model.inputs):
+        import numpy as np
+
+        rows = [torch.from_numpy(np.ascontiguousarray(calibration.inputs[s.name][:batch])).to(t.dtype)
+                for s, t in zip(model.inputs, declared)]
+        if all(r.shape == t.shape for r, t in zip(rows, declared)):
+            probes["calibration"] = tuple(rows)
+    padded = with_lengths([3 / 4, 1 / 2])
+    try:  # ones and zeros are valid for token ids, masks and segments; a model may still refuse them
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.module(*padded)
+    except Exception:
+        return TraceInputs(declared, probes, padded=False)
+    return TraceInputs(padded, probes, padded=True)
 
 
 def _trace(module: torch.nn.Module, example: tuple[torch.Tensor, ...]):
@@ -56,7 +151,13 @@ def _trace(module: torch.nn.Module, example: tuple[torch.Tensor, ...]):
     if flow is None:
         return traced, None
     where = f"{Path(flow.filename).name}:{flow.lineno}"
-    return traced, f"the model has data-dependent control flow at {where} ({first_line(flow.message)})"
+    return traced, f"the model has data-dependent control flow at {where} ({_short(flow.message)})"
+
+
+def _short(message) -> str:
+    """The tracer's warning up to its first sentence's end (the rest is boilerplate)."""
+    text = first_line(message)
+    return text.split(". ")[0].rstrip(".")
 
 
 def _script(module: torch.nn.Module, flow: str | None) -> torch.jit.ScriptModule:

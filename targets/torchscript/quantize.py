@@ -14,7 +14,10 @@ speed of fp32 on ResNet-18, so it is not used.)"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -29,6 +32,19 @@ from compressor.qat.quantizers import fx_set_module
 CALIB_BATCH = 16
 MIN_SCALE = 2.0 ** -64
 
+# Inside Target.probe_cache (the fallback's probes of one model): what does not change
+# between its lowerings.
+_PROBE_CACHE: ContextVar[dict | None] = ContextVar("torchscript_probe_cache", default=None)
+
+
+@contextlib.contextmanager
+def probe_cache() -> Iterator[None]:
+    token = _PROBE_CACHE.set({"relu6": {}})
+    try:
+        yield
+    finally:
+        _PROBE_CACHE.reset(token)
+
 
 def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
                 calibration: Dataset | None) -> tuple[nn.Module, dict]:
@@ -41,18 +57,25 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
     torch.backends.quantized.engine = "x86"
     float_model = strip_dropout(copy.deepcopy(module).eval())
     check_module_names(float_model, v.exclude, "torchscript")
-    relu6 = _relu6_after_conv(float_model)
+    float_types = module_types(float_model, v.exclude_ops, "torchscript")
+    calls, fed_by = _graph_facts(float_model)
+    stays = _float_relu6(calls, float_model, v.exclude, float_types)
+    relu6 = _relu6_after_conv(float_model, calls, keep=stays)
     mapping = get_default_qconfig_mapping("x86").set_global(_qconfig(v))
-    for name in v.exclude:
+    typed = {n for n, m in float_model.named_modules() if float_types and isinstance(m, tuple(float_types))}
+    passive, shape_calls = _float_passive(fed_by, v.exclude, typed)
+    for name in [*v.exclude, *passive]:
         fx_set_module(mapping, name, None)
-    for cls in module_types(float_model, v.exclude_ops, "torchscript"):
+    for scope, function, index in shape_calls:
+        mapping.set_module_name_object_type_order(scope, function, index, None)
+    for cls in float_types:
         mapping.set_object_type(cls, None)
     prepared = _prepare(float_model, mapping, example, v)
     if unclamped := _clamp_observers(prepared, relu6):
         # A convolution kept in float (excluded) has no int8 output range ending at 6 to
         # do ReLU6's job: the ReLU6 after it stays, and the model is prepared again.
         float_model = strip_dropout(copy.deepcopy(module).eval())
-        relu6 = _relu6_after_conv(float_model, keep=unclamped)
+        relu6 = _relu6_after_conv(float_model, calls, keep=unclamped | stays)
         prepared = _prepare(float_model, mapping, example, v)
         _clamp_observers(prepared, relu6)
     data = calibration.take(v.calibration_samples)
@@ -76,6 +99,14 @@ def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor
         "calibration": v.calibration, "observer": _observer(v).__name__, "calibration_samples": len(data),
         "relu6_fused": len(relu6), "excluded": list(v.exclude), "excluded_ops": list(v.exclude_ops),
     }
+
+
+def screen(model, v: QuantVariant, calibration: Dataset | None, inputs: dict) -> list:
+    """The outputs on `inputs` of the static int8 module, run in-process before tracing."""
+    from compressor.sensitivity import _run
+
+    quantized, _ = static_int8(model.module, model.input_names, model.example_inputs(batch=2), v, calibration)
+    return _run(quantized, inputs, model.input_names)
 
 
 def _prepare(float_model: nn.Module, mapping, example: tuple[torch.Tensor, ...], v: QuantVariant):
@@ -113,7 +144,8 @@ def _qconfig(v: QuantVariant):
                    else default_weight_observer)
 
 
-def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+def _relu6_after_conv(module: nn.Module, calls: dict[str, list[str | None]],
+                      keep: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
     """Turn each nn.ReLU6 that directly follows a Conv2d (or its BatchNorm2d) into
     nn.ReLU, so that FX fuses it into the convolution; return {conv name: ReLU6 name}.
 
@@ -124,15 +156,6 @@ def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = froze
     called after something other than a convolution (one module reused), or is named in
     `keep`, stays: replacing it would drop the clamp at its other calls.
     """
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:
-        return {}  # prepare_fx will report why the model does not trace
-    mods = dict(module.named_modules())
-    calls: dict[str, list[str | None]] = {}  # ReLU6 name -> the conv before each of its calls (None: no conv)
-    for node in graph.nodes:
-        if node.op == "call_module" and _is_relu6(mods.get(node.target)):
-            calls.setdefault(node.target, []).append(_conv_before(node, mods))
     fused = {}
     for name, convs in calls.items():
         if name in keep or None in convs:
@@ -141,6 +164,127 @@ def _relu6_after_conv(module: nn.Module, keep: frozenset[str] | set[str] = froze
         setattr(module.get_submodule(parent) if parent else module, leaf, nn.ReLU(inplace=False).train(module.training))
         fused.update((conv, name) for conv in convs)
     return fused
+
+
+def _relu6_calls(module: nn.Module) -> dict[str, list[str | None]]:
+    """ReLU6 name -> the convolution before each of its calls (None: no convolution)."""
+    return _graph_facts(module)[0]
+
+
+def _graph_facts(module: nn.Module) -> tuple[dict[str, list[str | None]], dict[str, list[str | None]]]:
+    """From one symbolic trace: ReLU6 name -> the convolution before each of its calls
+    (None: no convolution); and each passive module (an activation, BatchNorm or flatten
+    that is no layer of its own) -> what feeds each of its calls (a module name, a
+    module's own operations as '<module>:ops', None for the model's input).
+
+    Traced on a copy: a symbolic trace runs the model's forward with proxies, and a model
+    that caches a tensor in eval mode (timm's LeViT and EfficientFormer keep their
+    attention biases) would keep a proxy that the next trace (prepare_fx's) trips over.
+    Inside a probe cache (the fallback's probes of one model) the answer is kept."""
+    from compressor.layers import OPS, PASSIVE
+
+    scope = _PROBE_CACHE.get()
+    key = _structure_key(module)
+    if scope is not None and key in scope["relu6"]:
+        return scope["relu6"][key]
+    try:
+        graph = torch.fx.symbolic_trace(copy.deepcopy(module)).graph
+    except Exception:
+        return {}, {}  # prepare_fx will report why the model does not trace
+    mods = dict(module.named_modules())
+    calls: dict[str, list[str | None]] = {}
+    fed_by: dict[str | tuple, list[str | None]] = {}
+    order: dict[tuple, int] = {}
+
+    def scope_of(node) -> str:
+        stack = list(node.meta.get("nn_module_stack", {}))
+        return stack[-1] if stack else ""
+
+    def feeder_of(node):
+        src = node.args[0] if node.args else None
+        if isinstance(src, torch.fx.Node) and src.op == "call_module":
+            return str(src.target)
+        if isinstance(src, torch.fx.Node) and src.op in ("call_function", "call_method"):
+            return f"{scope_of(src)}{OPS}" if not _is_shape_op(src) else ("shape", src.name)
+        return None
+
+    for node in graph.nodes:
+        if node.op in ("call_function", "call_method"):
+            key = (scope_of(node), node.target)
+            index = order.get(key, 0)
+            order[key] = index + 1
+            if _is_shape_op(node):  # (scope, function, index among its calls there)
+                fed_by[("shape", node.name)] = [feeder_of(node)]
+                fed_by[("call", node.name)] = [key + (index,)]
+            continue
+        if node.op != "call_module":
+            continue
+        if _is_relu6(mods.get(node.target)):
+            calls.setdefault(node.target, []).append(_conv_before(node, mods))
+        if isinstance(mods.get(node.target), (*PASSIVE, nn.Hardtanh)):
+            fed_by.setdefault(node.target, []).append(feeder_of(node))
+    facts = calls, fed_by
+    if scope is not None:
+        scope["relu6"][key] = facts
+    return facts
+
+
+_SHAPE_FUNCTIONS = frozenset({"flatten", "reshape", "view", "permute", "transpose", "squeeze", "unsqueeze",
+                              "contiguous", "flatten_", "unflatten"})
+
+
+def _is_shape_op(node: torch.fx.Node) -> bool:
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return node.op in ("call_function", "call_method") and name in _SHAPE_FUNCTIONS
+
+
+def _float_passive(fed_by: dict, exclude: list[str], float_modules: set[str]) -> tuple[list[str], list[tuple]]:
+    """The passive modules, and the shape functions (as (module, function, index) of
+    their calls), whose every call reads something kept in float: FX would give them an
+    int8 input of their own (a ReLU6 after a float convolution, the activation of timm's
+    BatchNormAct2d after its float batch_norm, a flatten after a float pooling), so they
+    stay float with it."""
+    layers = [n for n in exclude if not is_ops(n)]
+
+    def is_float(name, seen: frozenset) -> bool:
+        if name is None:
+            return False
+        if isinstance(name, str) and (name in exclude or name in float_modules):
+            return True
+        base = name[:-len(":ops")] if isinstance(name, str) and is_ops(name) else name
+        if isinstance(base, str) and any(base == n or base.startswith(n + ".") for n in layers):
+            return True
+        if name in fed_by and name not in seen:  # passive: as float as what feeds it
+            return all(is_float(f, seen | {name}) for f in fed_by[name])
+        return False
+
+    modules = [p for p, feeders in fed_by.items()
+               if isinstance(p, str) and all(is_float(f, frozenset({p})) for f in feeders)]
+    calls = [fed_by[("call", key[1])][0] for key in fed_by
+             if isinstance(key, tuple) and key[0] == "shape" and is_float(key, frozenset())]
+    return modules, calls
+
+
+def _structure_key(module: nn.Module) -> tuple:
+    """What the ReLU6 analysis depends on: the model's module names and types."""
+    return tuple((n, type(m).__name__) for n, m in module.named_modules())
+
+
+def _float_relu6(calls: dict[str, list[str | None]], float_model: nn.Module, exclude: list[str],
+                 float_types: list[type]) -> set[str]:
+    """The ReLU6 modules that follow a convolution kept in float (by name, by an enclosing
+    module's name, or by type): no int8 output range ends at 6 there, so they must stay
+    (found before prepare_fx, so that the model is prepared once)."""
+    layers = [n for n in exclude if not is_ops(n)]
+    out = set()
+    for relu6, convs in calls.items():
+        for conv in convs:
+            if conv is None:
+                continue
+            inside = any(conv == n or conv.startswith(n + ".") for n in layers)
+            if inside or isinstance(float_model.get_submodule(conv), tuple(float_types)):
+                out.add(relu6)
+    return out
 
 
 def _conv_before(node: torch.fx.Node, mods: dict[str, nn.Module]) -> str | None:

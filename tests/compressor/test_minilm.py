@@ -52,3 +52,20 @@ def test_data_source_gives_token_arrays_of_the_model_inputs():
     assert set(d) == {"input_ids", "attention_mask", "token_type_ids"}
     assert d["input_ids"].shape == (len(sentences("test")), 128) and d["input_ids"].dtype == np.int64
     assert (d["input_ids"][:, 0] == 101).all()  # [CLS]
+
+
+def test_the_shipped_minilm_recipe_loads_with_its_data_sources():
+    from pathlib import Path
+
+    import compressor.recipes
+    import targets
+    from compressor.config.recipe import load_recipe
+    from compressor.data import load_dataset
+
+    rec = load_recipe(Path(compressor.recipes.__file__).parent / "minilm.yaml", targets.option_models())
+    assert [v.mode for v in rec.steps[0].quantize.variants] == ["static", "dynamic"]
+    assert all(v.outliers == "auto" for v in rec.steps[0].quantize.variants)
+    cal = load_dataset(rec.data.calibration, rec.model.inputs, rec.base_dir)
+    ev = load_dataset(rec.data.evaluation, rec.model.inputs, rec.base_dir)
+    assert len(cal) == 128 and len(ev) == 128
+    assert not {r.tobytes() for r in cal.inputs["input_ids"]} & {r.tobytes() for r in ev.inputs["input_ids"]}

@@ -26,11 +26,11 @@ from compressor.config.quantize import FallbackSpec, QuantVariant
 from compressor.data import Dataset
 from compressor.errors import CompressorError, RecipeError
 from compressor.flows.fallback.choose import lowerings, order, target_sensitivity
-from compressor.flows.fallback.probe import Prober
+from compressor.flows.fallback.probe import Clock, Prober
 from compressor.flows.fallback.report import FallbackOutcome, FallbackRefused, LoweringRefused, finish, refuse
 from compressor.fsutil import staging_dir
 from compressor.model import Model
-from compressor.quant.search import Lowering, search
+from compressor.quant.search import BudgetSpent, Lowering, SearchEnd, search
 
 if TYPE_CHECKING:
     from compressor.reference import Reference
@@ -41,12 +41,17 @@ __all__ = ["FallbackOutcome", "FallbackRefused", "FallbackResult", "LoweringRefu
            "lower_with_fallback", "target_sensitivity"]
 
 
+SCREEN_ROUNDS = 3         # searches on the screen, each answer checked on a real artifact
+RESERVE = 1.25            # the time kept for that check, in probes (as long as the slowest recent one)
+
+
 def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, options: dict, calibration,
                         base: "Artifact", reference: "Reference", out: Path, budget: FallbackSpec,
                         evaluation: Dataset | None = None, progress: Callable[[str], None] | None = None,
                         threads: int = 1, measure_latency: bool = True,
                         ranking: list["LayerScore"] | None = None) -> FallbackOutcome:
-    """Export `variant` to `out` (a path without suffix) meeting `budget`, or refuse."""
+    """Export `variant` to `out` (a path without suffix) meeting `budget`, or refuse,
+    within budget.max_seconds."""
     if variant.mode not in ("static", "dynamic"):
         raise RecipeError(f"{variant.label}: fallback re-lowers the float model, so it works for static and "
                           f"dynamic int8, not {variant.mode}")
@@ -56,21 +61,74 @@ def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, o
                           "(data.evaluation); or budget on min_cosine only")
     say = progress or (lambda _msg: None)
     out = Path(out)
-    with staging_dir(out.parent, out.name + ".fallback") as work:
+    clock = Clock(budget.max_seconds)
+    with staging_dir(out.parent, out.name + ".fallback") as work, target.probe_cache():
         probe = Prober(target, model, variant, options, calibration, base, reference, evaluation, budget,
-                       work, out.name, threads)
-        say(f"{variant.label}: default lowering")
-        first = probe([], Lowering("default"))
+                       work, out.name, threads, clock=clock, say=lambda msg: say(f"{variant.label}: {msg}"))
+        say(f"{variant.label}: default lowering [{clock}]")
+        first = probe([], Lowering("default"), force=True)
         if first.ok:
             return finish(probe, first, [], "default", ranking or [], "none needed", out, measure_latency)
-        ranked, in_model_order, ranking, mode = order(model, target, variant, calibration, base, reference, labels,
-                                                      budget, ranking, say)
-        found = search(probe, lowerings(target, variant, base, model, budget), ranked, in_model_order, budget,
-                       say=lambda msg: say(f"{variant.label}: {msg}"))
-        if found is not None:
-            result, low = found
-            return finish(probe, result, result.float_layers, low.label, ranking, mode, out, measure_latency)
-        return refuse(probe, variant, target, ranking, mode)
+        plan = order(model, target, variant, calibration, base, reference, labels, budget, ranking, say, probe,
+                     first)
+        end = _search(probe, lowerings(target, variant, base, model, budget), plan, budget,
+                      lambda msg: say(f"{variant.label}: {msg}"), first)
+        notes = [_stopped_note(end, budget, probe)] if end.stopped else []
+        if end.result is not None and end.result.ok and not end.result.screened:
+            return finish(probe, end.result, end.result.float_layers, end.lowering.label, plan.scores, plan.mode, out,
+                          measure_latency, notes=notes)
+        return refuse(probe, variant, target, plan.scores, plan.mode, stopped=end.stopped)
+
+
+def _search(probe: Prober, lows: list[Lowering], plan, budget: FallbackSpec, say, first) -> SearchEnd:
+    """The search, on the target's screen where it has one (each answer then checked on a
+    real artifact; when the screen was optimistic, searched again with the bounds raised
+    by what it missed), else on real artifacts."""
+    try:
+        plain = probe.screen([], Lowering("default")) if budget.max_accuracy_drop is None else None
+    except BudgetSpent:
+        plain = None
+    if plain is None or plain.cosine is None or first.cosine is None:
+        return search(probe, lows, plan.ranked, plan.in_model_order, budget, say=say, guess=plan.guess)
+    margin = _gap(plain, first)
+    say(f"searching on {probe.target.name}'s in-process screen (cosine {plain.cosine:.4f} where the artifact gave "
+        f"{first.cosine:.4f}), each answer checked on a real artifact")
+    end = SearchEnd()
+    for _ in range(SCREEN_ROUNDS):
+        # Room for the real check of what it finds, which then runs whatever the clock says.
+        probe.reserve = RESERVE * probe.expected_seconds()
+        end = search(probe.screened(margin), lows, plan.ranked, plan.in_model_order, budget, say=say,
+                     guess=plan.guess)
+        probe.reserve = 0.0
+        found = end.result
+        if found is None or not found.screened:
+            return end
+        real = probe(found.float_layers, end.lowering, force=True)
+        if real.ok:
+            return SearchEnd(real, end.lowering, end.stopped)
+        if end.stopped or real.cosine is None:
+            return SearchEnd(stopped=end.stopped or f"the screen's answer failed on the artifact ({real.error})")
+        gap = _gap(found, real)
+        margin = (max(margin[0], gap[0]) + 1e-4, max(margin[1], gap[1]) + 1e-4)
+        say(f"the screen was optimistic by {gap[0]:.4f} (worst sample {gap[1]:.4f}): searching again with the "
+            f"bounds raised by {margin[0]:.4f} ({margin[1]:.4f})")
+    return SearchEnd(stopped=end.stopped or f"{SCREEN_ROUNDS} screened answers failed on the artifact")
+
+
+def _gap(screened, real) -> tuple[float, float]:
+    """How much higher the screen's mean and worst-sample cosines are than the artifact's
+    (0 when lower)."""
+    worst = 0.0
+    if screened.cosine_min is not None and real.cosine_min is not None:
+        worst = max(0.0, screened.cosine_min - real.cosine_min)
+    return max(0.0, screened.cosine - real.cosine), worst
+
+
+def _stopped_note(end: SearchEnd, budget: FallbackSpec, probe: Prober) -> str:
+    what = (f"published the smallest float set found that meets the budget ({len(end.result.float_layers)} "
+            "layer(s)); a longer search may keep fewer" if end.result is not None else "nothing met the budget")
+    return (f"{end.stopped} (max_seconds={budget.max_seconds:g}, {probe.probes} probes, "
+            f"{len(probe.screens)} screens): {what}")
 
 
 @dataclass
@@ -100,7 +158,7 @@ def export_with_fallback(target: "Target", model: Model, variant: QuantVariant, 
                                       evaluation=evaluation, progress=progress, threads=threads)
     per_layer = {}
     if outcome.sensitivity:
-        per_layer[f"{target.name}/{variant.label} sensitivity (1 - cosine, one {budget.granularity} int8)"] = {
+        per_layer[f"{target.name}/{variant.label} sensitivity (1 - cosine, one block or {budget.granularity} int8)"] = {
             s.name: (1.0 - s.cosine) if np.isfinite(s.cosine) else 2.0 for s in outcome.sensitivity}
     section = outcome.to_json(budget)
     if outcome.refused:

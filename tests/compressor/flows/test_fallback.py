@@ -231,7 +231,7 @@ def test_accuracy_budget_without_labels_is_a_recipe_error(model, calibration, on
     with pytest.raises(RecipeError, match="needs labelled evaluation data"):
         lower_with_fallback(targets.get("onnx"), model, variant, {}, calibration, onnx_base, reference,
                             tmp_path / "m", variant.fallback)
-    with pytest.raises(ValueError, match="min_cosine and/or max_accuracy_drop"):
+    with pytest.raises(ValueError, match="min_cosine, min_worst_cosine and/or max_accuracy_drop"):
         FallbackSpec(min_cosine=None)
     with pytest.raises(ValueError, match="not fp16"):
         QuantVariant(mode="fp16", fallback=FallbackSpec())
