@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise \
-          int8_sweep bert_dynamic tune_digits devices minilm_int8
+          int8_sweep bert_dynamic tune_digits devices minilm_int8 weight_only fallback_timm
 
 # Every suite runs even when one misses a target; the exit code says whether any did.
 bench: setup

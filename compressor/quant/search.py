@@ -54,17 +54,21 @@ class SearchEnd:
 
 
 def meets(budget: FallbackSpec, cosine: float, accuracy: float | None, reference_accuracy: float | None,
-          worst: float | None = None, margin: tuple[float, float] = (0.0, 0.0)) -> tuple[bool, str | None]:
+          worst: float | None = None, optimism: tuple[float, float] = (1.0, 1.0)) -> tuple[bool, str | None]:
     """Whether a lowering's mean output cosine, its worst sample's cosine and its accuracy
-    (against the float model's) hold `budget`, and why not. `margin` (mean, worst) is
-    added to the two cosine bounds (a screen known to be optimistic by that much)."""
+    (against the float model's) hold `budget`, and why not. `optimism` (mean, worst): how
+    many times larger the real error (1 - cosine) is than the one measured (a screen that
+    misses some of the target's rounding); the cosines are judged as 1 - optimism * error."""
     if not np.isfinite(cosine) or (worst is not None and not np.isfinite(worst)):
         return False, "non-finite outputs"
-    if budget.min_cosine is not None and cosine < budget.min_cosine + margin[0]:
-        return False, f"cosine {cosine:.5f} < {budget.min_cosine + margin[0]:.5g}"
-    if (budget.min_worst_cosine is not None and worst is not None
-            and worst < budget.min_worst_cosine + margin[1]):
-        return False, f"worst-sample cosine {worst:.5f} < {budget.min_worst_cosine + margin[1]:.5g}"
+    if optimism != (1.0, 1.0):
+        cosine = 1.0 - optimism[0] * (1.0 - cosine)
+        worst = None if worst is None else 1.0 - optimism[1] * (1.0 - worst)
+    judged = " (as the artifact would give it)" if optimism != (1.0, 1.0) else ""
+    if budget.min_cosine is not None and cosine < budget.min_cosine:
+        return False, f"cosine {cosine:.5f}{judged} < {budget.min_cosine:g}"
+    if budget.min_worst_cosine is not None and worst is not None and worst < budget.min_worst_cosine:
+        return False, f"worst-sample cosine {worst:.5f}{judged} < {budget.min_worst_cosine:g}"
     if budget.max_accuracy_drop is not None and accuracy is not None:
         drop = 100 * (reference_accuracy - accuracy)
         if drop > budget.max_accuracy_drop:

@@ -1,12 +1,16 @@
 """The PT2E half of the full-integer TFLite lowering (capture, prepare, calibrate,
 convert), made fast for the fallback, and what its probes of one model share
-(Target.probe_cache): the model's capture, and the last few converted graphs, so that
-the real export of a float set the screen tried converts that graph straight away.
+(Target.probe_cache): the model's capture; each observer's statistics and scale, kept by
+the nodes it observes (the float values calibration sees do not depend on what is kept
+float, so they are computed once, and a histogram observer's range search is most of
+convert_pt2e's time); and the last few converted graphs, so that the real export of a
+float set the screen tried goes straight to litert-torch.
 
 The capture gets a symbolic batch axis where the model allows it, so that calibration
-runs in batches of CALIB_BATCH rather than one sample at a time: the histogram observers
-cost per call (a 50 s calibration of TinyNet-E became seconds). The converted graph is
-then converted by litert-torch at the declared batch as before.
+runs in batches of CALIB_BATCH rather than one sample at a time (histogram observers cost
+per call: TinyNet-E's calibration took 50 s); litert-torch then converts the graph at
+the declared batch as before. Observers the quantizer puts on integer tensors are
+removed (nothing to quantize, and the histogram observer fails on them).
 """
 
 from __future__ import annotations
@@ -88,8 +92,9 @@ def _capture(module, args: tuple, scope: dict | None, key: tuple):
     graph, dynamic = None, False
     if all(getattr(a, "ndim", 0) >= 1 for a in args):
         dims = tuple({0: torch.export.Dim("batch", min=1, max=BATCH_DIM_MAX)} for _ in args)
+        two = tuple(torch.cat([a, a]) for a in args)  # an example batch of 1 would be specialised to 1
         try:
-            graph, dynamic = torch.export.export(module, args, dynamic_shapes=dims).module(), True
+            graph, dynamic = torch.export.export(module, two, dynamic_shapes=dims).module(), True
         except Exception:  # a reshape to the declared batch, say: calibrate one batch at a time
             graph = None
     if graph is None:

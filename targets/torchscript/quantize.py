@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Iterator
 
@@ -31,6 +32,7 @@ from compressor.qat.quantizers import fx_set_module
 
 CALIB_BATCH = 16
 MIN_SCALE = 2.0 ** -64
+KEEP_LOWERED = 3          # quantized modules a probe scope keeps (the screen's, for the probe's export)
 
 # Inside Target.probe_cache (the fallback's probes of one model): what does not change
 # between its lowerings.
@@ -39,7 +41,7 @@ _PROBE_CACHE: ContextVar[dict | None] = ContextVar("torchscript_probe_cache", de
 
 @contextlib.contextmanager
 def probe_cache() -> Iterator[None]:
-    token = _PROBE_CACHE.set({"relu6": {}})
+    token = _PROBE_CACHE.set({"relu6": {}, "lowered": OrderedDict()})
     try:
         yield
     finally:
@@ -48,13 +50,28 @@ def probe_cache() -> Iterator[None]:
 
 def static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
                 calibration: Dataset | None) -> tuple[nn.Module, dict]:
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx
-
     if calibration is None or len(calibration) == 0:
         raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
                         "to the recipe")
     torch.backends.quantized.engine = "x86"
+    scope = _PROBE_CACHE.get()
+    key = (id(module), id(calibration), v.model_dump_json(exclude={"name", "fallback"}))
+    if scope is not None and key in scope["lowered"]:  # the screen made it: the probe's export traces it
+        scope["lowered"].move_to_end(key)
+        return scope["lowered"][key]
+    quantized, meta = _static_int8(module, names, example, v, calibration)
+    if scope is not None:
+        scope["lowered"][key] = quantized, meta
+        while len(scope["lowered"]) > KEEP_LOWERED:
+            scope["lowered"].popitem(last=False)
+    return quantized, meta
+
+
+def _static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tensor, ...], v: QuantVariant,
+                 calibration: Dataset) -> tuple[nn.Module, dict]:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx
+
     float_model = strip_dropout(copy.deepcopy(module).eval())
     check_module_names(float_model, v.exclude, "torchscript")
     float_types = module_types(float_model, v.exclude_ops, "torchscript")

@@ -43,6 +43,7 @@ __all__ = ["FallbackOutcome", "FallbackRefused", "FallbackResult", "LoweringRefu
 
 SCREEN_ROUNDS = 3         # searches on the screen, each answer checked on a real artifact
 RESERVE = 1.25            # the time kept for that check, in probes (as long as the slowest recent one)
+MORE = 1.05               # after a screened answer failed on the artifact, its errors count this much more
 
 
 def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, options: dict, calibration,
@@ -69,6 +70,8 @@ def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, o
         first = probe([], Lowering("default"), force=True)
         if first.ok:
             return finish(probe, first, [], "default", ranking or [], "none needed", out, measure_latency)
+        if probe.has_screen and budget.max_accuracy_drop is None:
+            probe.screen([], Lowering("default"))  # while the first probe's lowering is still at hand
         plan = order(model, target, variant, calibration, base, reference, labels, budget, ranking, say, probe,
                      first)
         end = _search(probe, lowerings(target, variant, base, model, budget), plan, budget,
@@ -90,14 +93,16 @@ def _search(probe: Prober, lows: list[Lowering], plan, budget: FallbackSpec, say
         plain = None
     if plain is None or plain.cosine is None or first.cosine is None:
         return search(probe, lows, plan.ranked, plan.in_model_order, budget, say=say, guess=plan.guess)
-    margin = _gap(plain, first)
+    optimism = _optimism(plain, first)
     say(f"searching on {probe.target.name}'s in-process screen (cosine {plain.cosine:.4f} where the artifact gave "
-        f"{first.cosine:.4f}), each answer checked on a real artifact")
+        f"{first.cosine:.4f}: its errors count {optimism[0]:.2f}x), each answer checked on a real artifact")
     end = SearchEnd()
     for _ in range(SCREEN_ROUNDS):
-        # Room for the real check of what it finds, which then runs whatever the clock says.
-        probe.reserve = RESERVE * probe.expected_seconds()
-        end = search(probe.screened(margin), lows, plan.ranked, plan.in_model_order, budget, say=say,
+        # Room for the real check of what it finds, which then runs whatever the clock says:
+        # a probe less the lowering the screen has already made (half a probe at least).
+        expected = probe.expected_seconds()
+        probe.reserve = RESERVE * max(expected - plain.seconds, expected / 2)
+        end = search(probe.screened(optimism), lows, plan.ranked, plan.in_model_order, budget, say=say,
                      guess=plan.guess)
         probe.reserve = 0.0
         found = end.result
@@ -108,20 +113,21 @@ def _search(probe: Prober, lows: list[Lowering], plan, budget: FallbackSpec, say
             return SearchEnd(real, end.lowering, end.stopped)
         if end.stopped or real.cosine is None:
             return SearchEnd(stopped=end.stopped or f"the screen's answer failed on the artifact ({real.error})")
-        gap = _gap(found, real)
-        margin = (max(margin[0], gap[0]) + 1e-4, max(margin[1], gap[1]) + 1e-4)
-        say(f"the screen was optimistic by {gap[0]:.4f} (worst sample {gap[1]:.4f}): searching again with the "
-            f"bounds raised by {margin[0]:.4f} ({margin[1]:.4f})")
+        seen = _optimism(found, real)
+        optimism = (MORE * max(optimism[0], seen[0]), MORE * max(optimism[1], seen[1]))
+        say(f"the artifact's error was {seen[0]:.2f}x the screen's (worst sample {seen[1]:.2f}x): searching again "
+            f"with the screen's errors counted {optimism[0]:.2f}x ({optimism[1]:.2f}x)")
     return SearchEnd(stopped=end.stopped or f"{SCREEN_ROUNDS} screened answers failed on the artifact")
 
 
-def _gap(screened, real) -> tuple[float, float]:
-    """How much higher the screen's mean and worst-sample cosines are than the artifact's
-    (0 when lower)."""
-    worst = 0.0
-    if screened.cosine_min is not None and real.cosine_min is not None:
-        worst = max(0.0, screened.cosine_min - real.cosine_min)
-    return max(0.0, screened.cosine - real.cosine), worst
+def _optimism(screened, real) -> tuple[float, float]:
+    """How many times larger the artifact's error (1 - cosine) is than the screen's, for
+    the mean and the worst sample (at least 1: a pessimistic screen is taken as it is)."""
+    def ratio(s, r):
+        if s is None or r is None or 1.0 - s <= 1e-9:
+            return 1.0
+        return max(1.0, (1.0 - r) / (1.0 - s))
+    return ratio(screened.cosine, real.cosine), ratio(screened.cosine_min, real.cosine_min)
 
 
 def _stopped_note(end: SearchEnd, budget: FallbackSpec, probe: Prober) -> str:

@@ -181,11 +181,11 @@ class Prober:
     # --- the screen -----------------------------------------------------------------
 
     def screen(self, float_layers: list[str], low: Lowering,
-               margin: tuple[float, float] = (0.0, 0.0)) -> Probe | None:
+               optimism: tuple[float, float] = (1.0, 1.0)) -> Probe | None:
         """The lowering computed in-process (Target.screen), judged against the budget
-        with the cosine bounds raised by `margin` (mean, worst); None when the target has
-        no screen.
-        Cached per (lowering, float set); costs time like a probe."""
+        with its errors scaled by `optimism` (mean, worst: how much larger the artifact's
+        were where both were measured); None when the target has no screen. Cached per
+        (lowering, float set); costs time like a probe."""
         if not self.has_screen:
             return None
         key = (low.label, tuple(sorted(float_layers)))
@@ -200,7 +200,7 @@ class Prober:
         if res.cosine is None:
             return res
         ok, why = meets(self.budget, res.cosine, res.accuracy, self.reference.accuracy, worst=res.cosine_min,
-                        margin=margin)
+                        optimism=optimism)
         return Probe(res.lowering, res.float_layers, ok, res.cosine, res.cosine_min, res.accuracy, why,
                      res.seconds, crashed=res.crashed, screened=True)
 
@@ -244,10 +244,10 @@ class Prober:
         finally:
             self._screen_seconds.append(time.perf_counter() - t0)
 
-    def screened(self, margin: tuple[float, float]) -> Callable[[list[str], Lowering], Probe]:
-        """A probe callable for the search that answers from the screen (with `margin`)."""
+    def screened(self, optimism: tuple[float, float]) -> Callable[[list[str], Lowering], Probe]:
+        """A probe callable for the search that answers from the screen (see screen)."""
         def probe(float_layers: list[str], low: Lowering) -> Probe:
-            got = self.screen(float_layers, low, margin)
+            got = self.screen(float_layers, low, optimism)
             return got if got is not None else self(float_layers, low)
         return probe
 
