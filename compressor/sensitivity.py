@@ -98,7 +98,7 @@ class LayerScorer:
                             "recipe")
         self.model, self.inputs, self.labels, self.mode = model, inputs, labels, mode
         self.calib = calibration.take(calibration_samples).inputs
-        self.ref = _run(model.module, inputs, model.input_names)
+        self.ref = run_module(model.module, inputs, model.input_names)
         self.ref_acc = accuracy(self.ref[0], labels)
         self.sim = _Simulator(family, model, per_channel, dynamic=mode == "dynamic")
         self._scopes: dict[str, list[str]] | None = None
@@ -111,7 +111,7 @@ class LayerScorer:
             return LayerScore(name=name, kind=kind(model.module, name), cosine=1.0, rel_error=0.0,
                               accuracy_drop=None if self.ref_acc is None else 0.0)
         quantized = self.sim.only(name, self.calib)
-        got = _run(quantized, self.inputs, model.input_names)
+        got = run_module(quantized, self.inputs, model.input_names)
         del quantized
         release_model_caches()
         cos, rel = output_cosine(self.ref, got), relative_error(self.ref, got)
@@ -165,7 +165,7 @@ class _Simulator:
             prepared = self._prepare(name)
             # The capture is already in eval form: run the observers directly (the qat
             # step's calibrate() re-exports BatchNorm/dropout patterns, seconds per call).
-            _run(prepared, calib, self.model.input_names)
+            run_module(prepared, calib, self.model.input_names)
             if self.family == "fx":
                 from torch.ao.quantization.quantize_fx import convert_fx
 
@@ -205,12 +205,14 @@ class _Simulator:
         return prepare_pt2e(graph, quantizer)
 
 
-def _run(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+def run_module(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: list[str],
+               batch: int = BATCH) -> list[np.ndarray]:
+    """Every output of `module` on `inputs` (keyed by the input `names`), `batch` at a time."""
     n = len(inputs[names[0]])
     chunks = []
     with torch.no_grad():
-        for s in range(0, n, BATCH):
-            out = module(*[torch.from_numpy(np.ascontiguousarray(inputs[k][s:s + BATCH])) for k in names])
+        for s in range(0, n, batch):
+            out = module(*[torch.from_numpy(np.ascontiguousarray(inputs[k][s:s + batch])) for k in names])
             chunks.append([t.detach().float().numpy() for t in flatten_outputs(out)])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 

@@ -171,11 +171,6 @@ def output_error(acts: Activations, weights: Sequence[np.ndarray], dynamic: bool
     return num / den if den > 0 else 0.0
 
 
-def channel_absmax(x: np.ndarray) -> np.ndarray:
-    """max |x| per channel (the last axis) over every other axis."""
-    return np.abs(x.reshape(-1, x.shape[-1])).max(axis=0)
-
-
 def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float) -> np.ndarray:
     """SmoothQuant's per-channel s = max|x|^a / max|W|^(1-a), kept finite and positive."""
     x_absmax = np.maximum(np.asarray(x_absmax, dtype=np.float64), 1e-5)

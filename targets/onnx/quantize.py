@@ -221,7 +221,7 @@ def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool, calibra
 
     skip = nodes_to_exclude(src, v.exclude, v.exclude_ops)
     data = calibration.take(v.calibration_samples) if calibration is not None and work is not None else None
-    plan = _outlier_plan(src, data, v, work, batch_dynamic, skip, dynamic_mode=True) if data is not None else None
+    plan = _outlier_plan(src, data, v, work, batch_dynamic, skip, dynamic_mode=True)
     model, ops, exclude = src, DYNAMIC_OPS, skip
     if plan is not None:
         # The linear layers only; the outlier plan's float side paths stay float.

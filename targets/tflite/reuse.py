@@ -210,21 +210,13 @@ def _calibrate(prepared, model, calibration, limit: int, channels_last: bool, dy
 def run(converted, model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The converted graph (reference int8 arithmetic in PyTorch) on `inputs`, in batches
     when its capture has a symbolic batch axis, else one declared batch at a time."""
-    import torch
-
-    from compressor.model import flatten_outputs
+    from compressor.sensitivity import run_module
 
     names = model.input_names
-    n = len(inputs[names[0]])
     step = model.inputs[0].shape[0]
     for batch in (CALIB_BATCH, step):
         try:
-            chunks = []
-            with torch.no_grad():
-                for s in range(0, n, batch):
-                    out = converted(*[torch.from_numpy(np.ascontiguousarray(inputs[k][s:s + batch])) for k in names])
-                    chunks.append([t.detach().float().numpy() for t in flatten_outputs(out)])
-            return [np.concatenate(parts) for parts in zip(*chunks)]
+            return run_module(converted, inputs, names, batch)
         except Exception:
             if batch == step:
                 raise

@@ -142,9 +142,9 @@ class TorchScriptTarget(Target):
 
         lowered = transformer_int8(model.module, model.input_names, calibration, variant)
         if lowered is not None:  # a transformer: the Linear-only module, as export lowers it
-            from compressor.sensitivity import _run
+            from compressor.sensitivity import run_module
 
-            return _run(lowered[0], inputs, model.input_names)
+            return run_module(lowered[0], inputs, model.input_names)
         from targets.torchscript.quantize import screen
 
         return screen(model, variant, calibration, inputs)

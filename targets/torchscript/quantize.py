@@ -120,10 +120,10 @@ def _static_int8(module: nn.Module, names: list[str], example: tuple[torch.Tenso
 
 def screen(model, v: QuantVariant, calibration: Dataset | None, inputs: dict) -> list:
     """The outputs on `inputs` of the static int8 module, run in-process before tracing."""
-    from compressor.sensitivity import _run
+    from compressor.sensitivity import run_module
 
     quantized, _ = static_int8(model.module, model.input_names, model.example_inputs(batch=2), v, calibration)
-    return _run(quantized, inputs, model.input_names)
+    return run_module(quantized, inputs, model.input_names)
 
 
 def _prepare(float_model: nn.Module, mapping, example: tuple[torch.Tensor, ...], v: QuantVariant):
