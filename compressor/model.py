@@ -15,7 +15,7 @@ import torch
 
 from compressor.data import import_object
 from compressor.errors import ModelLoadError, first_line, user_code
-from compressor.config.recipe import InputSpec, ModelSpec
+from compressor.config.recipe import FILE_SOURCES, InputSpec, ModelSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64,
                 "int32": torch.int32, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
@@ -77,6 +77,10 @@ def flatten_outputs(out: object) -> list[torch.Tensor]:
 
 
 def load_model(spec: ModelSpec, base_dir: Path = Path(".")) -> Model:
+    if spec.kind in FILE_SOURCES:  # `compressor run` hands these to their target (compressor.flows.run)
+        raise ModelLoadError(f"model.{spec.kind}: this command needs a PyTorch model ('factory', 'program', 'hf' or "
+                             f"'timm'); a {spec.kind} source is compressed by `compressor run` with the "
+                             f"{FILE_SOURCES[spec.kind]} target")
     if spec.program is not None:
         module, source = _load_program(_resolve(spec.program, base_dir), spec.trusted), str(spec.program)
     else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -17,6 +16,8 @@ from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, WithJsonSc
                       model_validator)
 
 from compressor.config.budgets import BudgetsSpec
+# InputSpec and ModelSpec are re-exported: the recipe is where callers look for them.
+from compressor.config.model import FILE_SOURCES, MAX_ELEMENTS, InputSpec, ModelSpec  # noqa: F401
 from compressor.config.devices import DeviceName
 from compressor.config.prune import PruneStep
 from compressor.config.qat import QatStep
@@ -27,87 +28,38 @@ from compressor.config.strict import (MAX_BATCH, MAX_SAMPLES, MAX_THREADS, Bool,
 from compressor.config.tune import TuneSpec
 from compressor.errors import RecipeError
 
-DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
-FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-# Elements of one input tensor, at most: the int32 index limit of the runtimes' kernels.
-MAX_ELEMENTS = 2**31
 MAX_NAME = 200  # bytes: a folder name (255 at most) with room for suffixes
 MAX_WAIT_S = 3600.0  # warm-up or timing of one artifact at one batch size
 
 
-class InputSpec(Strict):
-    name: str = Field(min_length=1, max_length=256)
-    shape: list[Annotated[Int, Field(ge=1, le=MAX_ELEMENTS)]] = Field(min_length=1, max_length=16)
-    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
-
-    @field_validator("shape")
-    @classmethod
-    def _elements(cls, v: list[int]) -> list[int]:
-        if math.prod(v) > MAX_ELEMENTS:
-            raise ValueError(f"shape {v} holds {math.prod(v):,} elements; one input takes at most {MAX_ELEMENTS:,} "
-                             "(2**31, the int32 index limit of the runtimes' kernels): check the dims")
-        return v
-
-
-class ModelSpec(Strict):
-    factory: str | None = Field(None, description="Python factory 'pkg.module:callable' that builds the nn.Module")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
-    weights: UserPath | None = Field(None, description="safetensors state dict for the factory's module")
-    program: UserPath | None = Field(None,
-                                     description="a torch.export .pt2 ExportedProgram (pickle inside: needs trusted)")
-    keras: UserPath | None = Field(None, description="a Keras model (.keras/.h5 file) or a SavedModel directory; "
-                               "TensorFlow's TFLiteConverter converts it (tflite target only)")
-    trusted: Bool = Field(False, description="allow formats that can run code when loaded (.pt2)")
-    inputs: list[InputSpec] = Field(min_length=1)
-    outputs: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        None, description="names given to the model's outputs, in order (default: output, or output_0, output_1, ...)")
-
-    @field_validator("factory")
-    @classmethod
-    def _factory_form(cls, v: str | None) -> str | None:
-        if v is not None and not FACTORY_RE.match(v):
-            raise ValueError(f"factory must look like 'package.module:callable', got {v!r}")
-        return v
-
-    @field_validator("outputs")
-    @classmethod
-    def _outputs_named(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and not v:
-            raise ValueError("an empty list names no output: list the model's output names, or leave 'outputs' "
-                             "out for the default names")
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"output names must be unique, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "ModelSpec":
-        if sum(x is not None for x in (self.factory, self.program, self.keras)) != 1:
-            raise ValueError("give exactly one of 'factory' (with optional 'weights'), 'program' (.pt2) "
-                             "or 'keras' (.keras/.h5 file or SavedModel directory)")
-        if self.factory is None and self.weights is not None:
-            raise ValueError("'weights' goes with 'factory'; a .pt2 program or a Keras model carries its own weights")
-        names = [i.name for i in self.inputs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"input names must be unique, got {names}")
-        clash = sorted(set(names) & set(self.outputs or ()))
-        if clash:
-            raise ValueError(f"{clash} names both an input and an output; the exported graphs need distinct names")
-        return self
-
-
 class DataSource(Strict):
-    source: str = Field(min_length=1, description="'digits' or 'sentences' (built in), a path to an .npz file, or "
-                        "'pkg.module:callable'")
+    source: str | None = Field(None, min_length=1, description="'digits' or 'sentences' (built in), a path to an "
+                               ".npz file, or 'pkg.module:callable'")
+    text: UserPath | None = Field(None, description="a UTF-8 text file, one sample a line (blank lines skipped), "
+                                  "tokenized by the model's own tokenizer (an 'hf' source) or by 'tokenizer'")
+    tokenizer: UserPath | None = Field(None, description="text: a Hugging Face tokenizer folder, for models that "
+                                       "do not bring one (an onnx, tflite or factory source)")
     split: Literal["train", "test", "all"] = "all"
     limit: Int | None = Field(None, ge=1, le=MAX_SAMPLES, description="use at most this many samples")
     vocab_size: Int | None = Field(None, ge=8, le=2**24, description="sentences: token ids stay below this "
                                    "(default 30522, BERT's vocabulary)")
 
     @model_validator(mode="after")
-    def _vocab_for_sentences(self) -> "DataSource":
+    def _one_kind(self) -> "DataSource":
+        if (self.source is None) == (self.text is None):
+            raise ValueError("give exactly one of 'source' ('digits', 'sentences', an .npz file or "
+                             "'pkg.module:callable') and 'text' (a text file, one sample a line)")
+        if self.tokenizer is not None and self.text is None:
+            raise ValueError("'tokenizer' turns 'text' into token ids; it goes with 'text', not 'source'")
         if self.vocab_size is not None and self.source != "sentences":
-            raise ValueError(f"'vocab_size' applies to the 'sentences' source only, not {self.source!r}")
+            raise ValueError(f"'vocab_size' applies to the 'sentences' source only, not "
+                             f"{self.source or 'text'!r}")
         return self
+
+    @property
+    def name(self) -> str:
+        """The source as messages name it."""
+        return self.source if self.source is not None else str(self.text)
 
 
 class DataSpec(Strict):
@@ -206,23 +158,27 @@ class Recipe(Strict):
                                   "space (ignored by `compressor run`)")
 
     @model_validator(mode="after")
-    def _keras_goes_to_tflite(self) -> "Recipe":
-        # TFLiteConverter is the one converter here that reads Keras; the other targets trace PyTorch.
-        if self.model.keras is not None:
-            other = [t for t in self.targets if t != "tflite"]
+    def _file_source_goes_to_its_target(self) -> "Recipe":
+        # A file source is compressed by the one target that reads its format; the other
+        # targets trace PyTorch. Keras goes through TensorFlow's TFLiteConverter.
+        kind = self.model.kind
+        if kind in FILE_SOURCES:
+            own = FILE_SOURCES[kind]
+            what = {"keras": "a Keras model converts", "onnx": "an ONNX file is compressed",
+                    "tflite": "a TFLite file is compressed"}[kind]
+            other = [t for t in self.targets if t != own]
             if other:
-                raise ValueError(f"a Keras model converts only to the tflite target (TensorFlow's TFLiteConverter); "
-                                 f"{', '.join(other)} need a PyTorch model ('factory' or 'program'): use "
-                                 "'targets: {tflite: {}}'")
+                raise ValueError(f"{what} only by the {own} target; {', '.join(other)} need a PyTorch model "
+                                 f"('factory', 'program', 'hf' or 'timm'): use 'targets: {{{own}: {{}}}}'")
             steps = sorted({s.kind for s in self.steps if s.kind != "quantize"})
             if steps:
-                raise ValueError(f"a Keras model takes only 'quantize' steps; {', '.join(steps)} work on PyTorch "
-                                 "models ('factory' or 'program')")
+                raise ValueError(f"a {kind} source takes only 'quantize' steps; {', '.join(steps)} work on PyTorch "
+                                 "models ('factory', 'program', 'hf' or 'timm')")
         return self
 
     @model_validator(mode="after")
     def _batches_fit(self) -> "Recipe":
-        for spec in self.model.inputs:
+        for spec in self.model.inputs or ():
             batch = max(self.benchmark.batch_sizes)
             n = batch * math.prod(spec.shape[1:])
             if n > MAX_ELEMENTS:

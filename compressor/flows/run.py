@@ -314,13 +314,24 @@ def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
 
 
 def _load_source(recipe: Recipe):
-    """The recipe's model: a PyTorch `Model`, or for a Keras source the TFLite target's
-    handle (TensorFlow's converter; the recipe allows only the tflite target for it)."""
-    if recipe.model.keras is not None:
+    """The recipe's model: a PyTorch `Model` (a factory, a .pt2 program, a Hugging Face
+    folder, a timm name), or for a file source the handle of the target that compresses it
+    (the recipe allows only that target): Keras and .tflite files the TFLite target's,
+    .onnx files the ONNX target's."""
+    spec = recipe.model
+    if spec.keras is not None:
         from targets.tflite.keras import load_keras_model
 
-        return load_keras_model(recipe.model, recipe.base_dir, recipe.targets["tflite"], recipe.quant_variants)
-    return load_model(recipe.model, recipe.base_dir)
+        return load_keras_model(spec, recipe.base_dir, recipe.targets["tflite"], recipe.quant_variants)
+    if spec.onnx is not None:
+        from targets.onnx.source import load_onnx_model
+
+        return load_onnx_model(spec, recipe.base_dir, recipe.targets["onnx"], recipe.quant_variants)
+    if spec.tflite is not None:
+        from targets.tflite.source import load_tflite_model
+
+        return load_tflite_model(spec, recipe.base_dir, recipe.targets["tflite"], recipe.quant_variants)
+    return load_model(spec, recipe.base_dir)
 
 
 def _gate(recipe: Recipe, report: dict, out: Path, baseline: Path | None) -> None:

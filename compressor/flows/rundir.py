@@ -282,13 +282,13 @@ def manifest(recipe: Recipe, out: Path, rows: list[dict]) -> dict:
                               "sha256": sha256(f)})
     reports = [{"file": n, "bytes": (out / n).stat().st_size, "sha256": sha256(out / n)}
                for n in REPORT_FILES if (out / n).is_file()]
-    weights = recipe.model.weights or recipe.model.program or recipe.model.keras
+    weights = recipe.model.source_path
     model_file = recipe.resolve(weights) if weights else None
     return {
         "schema": "compressor.manifest", "schema_version": MANIFEST_SCHEMA_VERSION,
         "recipe": {"name": recipe.name, "text": recipe.source_text,
                    "resolved": recipe.model_dump(mode="json")},
-        "model": {"source": recipe.model.factory or str(recipe.model.program or recipe.model.keras),
+        "model": {"source": recipe.model.source_name,
                   "file": str(model_file) if model_file else None,
                   "sha256": sha256(model_file) if model_file and model_file.is_file() else None},
         "artifacts": files, "reports": reports, "libraries": sysinfo.library_versions(),

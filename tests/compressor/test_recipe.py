@@ -66,7 +66,7 @@ def test_bad_literal_value_suggests_the_closest_choice():
 
 def test_model_needs_exactly_one_source():
     text = MINIMAL.replace("  factory: compressor.zoo.digits:digits_cnn\n", "") + "targets: [onnx]\n"
-    with pytest.raises(RecipeError, match="exactly one of 'factory'"):
+    with pytest.raises(RecipeError, match="exactly one model source: 'factory'"):
         parse(text)
 
 
