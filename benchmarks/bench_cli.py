@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from benchmarks import eval_data
@@ -34,20 +35,22 @@ def check_args(args: argparse.Namespace) -> None:
         low, high = LIMITS[name]
         cores = f" (this machine has {os.cpu_count()} cores)" if name == "threads" else ""
         raise RecipeError(f"{FLAGS[name]} {value}: use {low} to {high}{UNITS[name]}{cores}")
-    names = [name for name, _ in args.shape]
-    for name, dims in args.shape:
-        if names.count(name) > 1:
-            raise RecipeError(f"--shape {name}=... is given {names.count(name)} times; give each input once")
-        if min(dims) < 1:
-            raise InputShapeError(f"--shape {name}={'x'.join(map(str, dims))}: every dimension is at least 1")
-        if math.prod(dims) > MAX_ELEMENTS:
-            raise InputShapeError(f"--shape {name}={'x'.join(map(str, dims))} is {math.prod(dims):,} elements; "
-                                  f"an input takes at most {MAX_ELEMENTS:,} (2**31): check the dims")
+    from benchmarks import given
+
+    settings = [s for flag, texts in (("--shape", args.shape), ("--value", args.value), ("--inputs", args.inputs))
+                for s in given.parse(flag, texts, args.files)]
+    for s in settings:
+        if s.flag == "--shape" and math.prod(s.value) > MAX_ELEMENTS:
+            raise InputShapeError(f"--shape {s.text} is {math.prod(s.value):,} elements; an input takes at most "
+                                  f"{MAX_ELEMENTS:,} (2**31): check the dims")
     args.devices_list = resolve_devices(args)
     check_outputs({"--json": args.json}, {"eval data": args.eval_data,
-                                          **{f"artifact {f}": f for f in args.files}})
+                                          **{f"artifact {f}": f for f in args.files},
+                                          **{f"--inputs {s.value}": s.value for s in settings if s.flag == "--inputs"}})
     if args.eval_data is not None:
         eval_data.read(args.eval_data)
+    args.settings = settings
+    args.given = given.per_file(settings, args.files)  # reads the --inputs files: bad ones fail here
 
 
 def resolve_devices(args: argparse.Namespace) -> list:
@@ -91,19 +94,30 @@ def bench_files(args: argparse.Namespace) -> int:
         target.check_file(f)
     cfg = BenchConfig(device=args.exec_device, threads=args.threads, batch_sizes=tuple(args.batch),
                       warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs, min_time_s=args.min_time_s,
-                      isolate=not args.no_isolate, shapes=dict(args.shape), trust=args.trust)
+                      isolate=not args.no_isolate, trust=args.trust)
     console = Console()
-    if args.devices_list != [LOCAL_DEVICE]:
-        from benchmarks.devices.report_bench import bench_devices_command
+    with tempfile.TemporaryDirectory(prefix="compressor-given-") as tmp:
+        jobs = {f: _job(f, cfg, args.given[f], Path(tmp) / f"given-{i}.npz") for i, f in enumerate(files)}
+        if args.devices_list != [LOCAL_DEVICE]:
+            from benchmarks.devices.report_bench import bench_devices_command
 
-        return bench_devices_command(args, files, cfg, console, lambda f: _measure_or_error(f, cfg, args.eval_data))
-    results: list[Metrics] = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("benchmark", total=len(files))
-        for f in files:
-            progress.update(task, description=f"benchmark {f.name}")
-            results.append(_measure(f, cfg, args.eval_data))
-            progress.advance(task)
+            shapes = {tuple(sorted(j[0].shapes.items())) for j in jobs.values()}
+            if len(shapes) > 1:
+                raise RecipeError("--shape FILE:...: remote devices take one set of shapes for every file; give "
+                                  "--shape without FILE: or measure the files one at a time")
+            cfg = next(iter(jobs.values()))[0]
+            return bench_devices_command(args, files, cfg, console,
+                                         lambda f: _measure_or_error(f, *jobs[f], data=args.eval_data))
+        results: list[Metrics] = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("benchmark", total=len(files))
+            for f in files:
+                progress.update(task, description=f"benchmark {f.name}")
+                results.append(_measure(f, *jobs[f], data=args.eval_data))
+                progress.advance(task)
+    from benchmarks.given import unused
+
+    unused({Path(m.path): [i["name"] for i in m.inputs] for m in results}, args.settings)
 
     for batch in cfg.batch_sizes:
         table = Table(title=f"batch {batch}, {cfg.threads} threads, {cfg.device}", title_justify="left")
@@ -128,18 +142,35 @@ def bench_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_or_error(f: Path, cfg: BenchConfig, data: Path | None) -> Metrics | CompressorError:
+def _job(f: Path, cfg: BenchConfig, given, npz: Path) -> tuple[BenchConfig, dict | None]:
+    """One file's settings: its shapes, and what the user gave for its inputs (the arrays
+    in an .npz of their own for the worker process)."""
+    import dataclasses
+
+    import numpy as np
+
+    cfg = dataclasses.replace(cfg, shapes=dict(given.shapes))
+    if not given.arrays and not given.values:
+        return cfg, None
+    if given.arrays:
+        np.savez(npz, **given.arrays)
+    return cfg, {"npz": str(npz) if given.arrays else None, "values": given.values,
+                 "optional": sorted(given.optional)}
+
+
+def _measure_or_error(f: Path, cfg: BenchConfig, given: dict | None = None,
+                      data: Path | None = None) -> Metrics | CompressorError:
     """For several devices at once: a failure is that row's, not the command's."""
     try:
-        return _measure(f, cfg, data)
+        return _measure(f, cfg, given, data)
     except CompressorError as e:
         return e
 
 
-def _measure(f: Path, cfg: BenchConfig, data: Path | None) -> Metrics:
+def _measure(f: Path, cfg: BenchConfig, given: dict | None = None, data: Path | None = None) -> Metrics:
     """measure(), with an error that names the file it is about (several may be measured)."""
     try:
-        return measure(f, cfg, data)
+        return measure(f, cfg, data, given=given)
     except CompressorError as e:
         if str(f) in str(e):
             raise

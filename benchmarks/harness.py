@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +85,15 @@ def out_of_range(cfg: BenchConfig) -> list[tuple[str, object]]:
     return bad
 
 
-def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layout: dict | None = None) -> Metrics:
+def measure(path: Path, config: BenchConfig, eval_data: Path | None = None, layout: dict | None = None,
+            given: dict | None = None) -> Metrics:
     """Measure one artifact file. `eval_data` is an .npz of evaluation inputs keyed by
     input name, with 'labels' for accuracy, in the model's declared layout; `layout`
-    (targets.layout) names the inputs and outputs the artifact takes and gives NHWC."""
+    (targets.layout) names the inputs and outputs the artifact takes and gives NHWC;
+    `given` the values the user gave for inputs (benchmarks.given: {"npz": path of the
+    arrays, "values": {name: number}, "optional": names this file may lack})."""
     job = {"path": str(path), "config": asdict(config), "eval_data": str(eval_data) if eval_data else None,
-           "layout": layout}
+           "layout": layout, "given": given}
     if not config.isolate:
         try:
             return Metrics.from_json(run_job(job))
@@ -178,12 +181,14 @@ def run_job(job: dict) -> dict:
     t0 = time.perf_counter()
     session = target.open_session(path, Device.parse(cfg.device), cfg.threads)
     load_s = time.perf_counter() - t0
-    unknown = sorted(set(cfg.shapes) - {s.name for s in session.inputs})
-    if unknown:
-        raise errors.InputShapeError(f"--shape names {unknown}, but the model's inputs are "
-                                     f"{[s.name for s in session.inputs]}")
+    given = _given(job.get("given"), cfg)
+    from benchmarks.given import check_names
 
-    _check_sizes(session, cfg)
+    check_names(session.inputs, given, path)
+    names = {s.name for s in session.inputs}
+    cfg = replace(cfg, shapes={k: v for k, v in cfg.shapes.items() if k in names})
+    given.shapes = cfg.shapes
+    _check_sizes(session, cfg, given)
     eval_inputs, labels = _load_eval(job.get("eval_data"), session, job.get("layout"))
     reference = None
     if cfg.reference:
@@ -192,7 +197,7 @@ def run_job(job: dict) -> dict:
         reference = ReferenceWorkload()
     latencies, first_ms = [], None
     for batch in cfg.batch_sizes:
-        feeds = _feeds(session, batch, cfg.shapes, eval_inputs)
+        feeds = _feeds(session, batch, cfg.shapes, eval_inputs, given)
         if first_ms is None:
             t = time.perf_counter()
             session.run(feeds)
@@ -258,16 +263,31 @@ def _time(session, feeds: dict[str, np.ndarray], cfg: BenchConfig, batch: int, r
     return Latency.from_samples(batch, samples, keep=cfg.keep_samples, block=block, ref_blocks_ms=ref_blocks)
 
 
+def _given(job_given: dict | None, cfg: BenchConfig):
+    """The job's user-given input values as benchmarks.given.FileInputs."""
+    from benchmarks.given import FileInputs, read_arrays
+
+    job_given = job_given or {}
+    npz = job_given.get("npz")
+    return FileInputs(shapes=dict(cfg.shapes), values=dict(job_given.get("values") or {}),
+                      arrays=read_arrays(Path(npz)) if npz else {}, optional=set(job_given.get("optional") or ()))
+
+
 def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
-           eval_inputs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-    """Real evaluation samples when they fit the model, else inputs generated from its
-    declared shapes and dtypes (symbolic leading axis = batch; others from --shape), the
-    same values a remote device generates."""
+           eval_inputs: dict[str, np.ndarray] | None, given=None) -> dict[str, np.ndarray]:
+    """What the user gave (--inputs, --value), else real evaluation samples when they fit
+    the model, else inputs generated from its declared shapes and dtypes (symbolic leading
+    axis = batch; others from --shape), the same values a remote device generates."""
     from benchmarks.devices.runner.timing import chosen_input
+    from benchmarks.given import feed
 
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in session.inputs:
+        fixed = None if given is None else feed(spec, batch, given)
+        if fixed is not None:
+            feeds[spec.name] = fixed
+            continue
         real = None if eval_inputs is None else eval_inputs.get(spec.name)
         feeds[spec.name] = chosen_input(spec.name, spec.concrete(batch, shapes), spec.dtype, real, rng)
         if feeds[spec.name] is None:
@@ -276,22 +296,27 @@ def _feeds(session, batch: int, shapes: dict[str, tuple[int, ...]],
     return feeds
 
 
-def _check_sizes(session, cfg: BenchConfig) -> None:
+def _check_sizes(session, cfg: BenchConfig, given=None) -> None:
     """Refuse inputs no machine can generate before allocating them: more than
-    MAX_ELEMENTS in one input, or more than half of the memory this machine has free."""
+    MAX_ELEMENTS in one input, or more than half of the memory this machine has free.
+    Inputs given as arrays (--inputs) are as large as the user made them."""
     import psutil
 
     free = psutil.virtual_memory().available
+    arrays = {} if given is None else given.arrays
+    scalars = set() if given is None else {s.name for s in session.inputs if s.name in given.values and not s.shape}
     for spec in session.inputs:
-        given = cfg.shapes.get(spec.name)
-        if given is not None and (len(given) != len(spec.shape) or any(
-                isinstance(d, int) and d > 0 and d != g for d, g in zip(spec.shape, given))):
+        dims = cfg.shapes.get(spec.name)
+        if dims is not None and (len(dims) != len(spec.shape) or any(
+                isinstance(d, int) and d > 0 and d != g for d, g in zip(spec.shape, dims))):
             raise errors.InputShapeError(
-                f"--shape {spec.name}={'x'.join(map(str, given))} does not fit the input, whose shape is "
+                f"--shape {spec.name}={'x'.join(map(str, dims))} does not fit the input, whose shape is "
                 f"{list(spec.shape)}; give the fixed dimensions as they are and choose only the dynamic ones")
     for batch in cfg.batch_sizes:
         total = 0
         for spec in session.inputs:
+            if spec.name in arrays or spec.name in scalars:
+                continue
             shape = spec.concrete(batch, cfg.shapes)
             n = math.prod(shape)
             if n > MAX_ELEMENTS:

@@ -14,8 +14,10 @@ from benchmarks.devices.remote import REMOTE_TARGETS, Job, Outcome
 from benchmarks.metrics import Metrics
 
 
-def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None) -> tuple[list[Job], np.ndarray | None, dict]:
-    """One job per file, opened here (input specs, local outputs of the check inputs)."""
+def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None,
+                   given: dict | None = None) -> tuple[list[Job], np.ndarray | None, dict]:
+    """One job per file, opened here (input specs, local outputs of the check inputs).
+    `given`: file -> benchmarks.given.FileInputs, what the user gave for its inputs."""
     import targets
     from benchmarks import eval_data
     from benchmarks.devices.runner.timing import concrete_shape, generated_input
@@ -29,18 +31,35 @@ def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None) -> tuple[list[
         if target.name in REMOTE_TARGETS:
             session = target.open_session(f, ExecDevice(), cfg.threads)
             job.session_inputs = session.inputs
+            mine = (given or {}).get(f)
+            if mine is not None and (mine.arrays or mine.values):
+                job.given = _given_feeds(session, cfg, mine, f)
             if arrays is not None:
                 job.sets = {"eval": eval_data.match(arrays, session, str(eval_npz))}
                 job.real = "eval"
             else:  # the timed inputs themselves (seeded: the same on every device)
                 rng = np.random.default_rng(0)
                 batch = cfg.batch_sizes[0]
-                job.sets = {"check": {s.name: generated_input(s.name, concrete_shape(s.name, s.shape, batch, cfg.shapes),
-                                                             s.dtype, rng) for s in session.inputs}}
+                job.sets = {"check": {s.name: job.given[f"b{batch}:{s.name}"] if f"b{batch}:{s.name}" in job.given
+                                      else generated_input(s.name, concrete_shape(s.name, s.shape, batch, cfg.shapes),
+                                                           s.dtype, rng) for s in session.inputs}}
             key = next(iter(job.sets))
             local_outputs[str(f)] = session.run(job.sets[key]) if key == "check" else _batched(session, job.sets[key])
         jobs.append(job)
     return jobs, labels, local_outputs
+
+
+def _given_feeds(session, cfg, mine, f: Path) -> dict[str, np.ndarray]:
+    """The given inputs of one file at every batch size, as the device will feed them."""
+    import dataclasses
+
+    from benchmarks.given import check_names, feed
+
+    check_names(session.inputs, mine, f)
+    names = {s.name for s in session.inputs}
+    mine = dataclasses.replace(mine, shapes={k: v for k, v in cfg.shapes.items() if k in names})
+    return {f"b{b}:{s.name}": v for b in cfg.batch_sizes for s in session.inputs
+            if (v := feed(s, b, mine)) is not None}
 
 
 def _batched(session, feeds):
@@ -50,11 +69,11 @@ def _batched(session, feeds):
 
 
 def bench_on_devices(files: list[Path], devices: list[Device], cfg, eval_npz: Path | None, rounds: int,
-                     measure_local, console) -> tuple[list[dict], dict, list[str]]:
+                     measure_local, console, given: dict | None = None) -> tuple[list[dict], dict, list[str]]:
     """Rows (one per file and device), the devices section, and one line per device that failed."""
     from rich.progress import Progress
 
-    jobs, labels, local_out = jobs_for_files(files, cfg, eval_npz)
+    jobs, labels, local_out = jobs_for_files(files, cfg, eval_npz, given)
     remote = [d for d in devices if not d.is_local]
     with Progress(console=console, transient=True) as progress:
         tasks = {d.name: progress.add_task(f"{d.name}: starting", total=None) for d in devices}

@@ -45,6 +45,9 @@ class Job:
     # evaluation); `real` names the one whose samples feed the timed runs when they fit.
     sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     real: str | None = None
+    # Inputs the user gave (bench --inputs / --value), built here for each batch size:
+    # "b<batch>:<input>" -> the array the device feeds as it is.
+    given: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,8 +222,13 @@ class DeviceSession:
                     sets.append({"key": key, "inputs": self.remote(folder, local.name),
                                  "save": self.remote(folder, f"out-{key}.npz")})
                 real = next((s["inputs"] for s in sets if s["key"] == job.real), None)
+                given = None
+                if job.given:
+                    local = Path(tmp) / f"given-{i}.npz"
+                    np.savez(local, **job.given)
+                    given = sent_to(self, sent, folder, local)
                 entries.append({"id": i, "name": job.name, "job": {
-                    "kind": job.target, "file": self.remote(folder, job.path.name), "real": real,
+                    "kind": job.target, "file": self.remote(folder, job.path.name), "real": real, "given": given,
                     "input_sets": [{"inputs": s["inputs"], "save": s["save"]} for s in sets],
                     "settings": {"threads": threads, "batch_sizes": list(cfg.batch_sizes), "warmup": cfg.warmup,
                                  "warmup_s": cfg.warmup_s, "runs": cfg.runs, "min_time_s": cfg.min_time_s,
@@ -341,3 +349,11 @@ def _disk_hint(text: str) -> str:
 # file, line and signature before the words that matter, and the runner keeps only the first
 # 400 characters of the child's last line, so the tail ("... is till opset 19.") may be cut:
 # what the device's text lacks is read from the artifact here.
+
+
+def sent_to(device, sent: dict, folder: str, local: Path) -> str:
+    """Copy `local` into the artifact's folder on the device; its remote path."""
+    remote = device.remote(folder, local.name)
+    sent[remote] = local
+    device.put(local, remote)
+    return remote

@@ -17,7 +17,7 @@ def bench_devices_command(args, files: list[Path], cfg, console, measure_local) 
     from compressor import sysinfo
 
     rows, devices, failed = bench_on_devices(files, args.devices_list, cfg, args.eval_data, args.rounds,
-                                             measure_local, console)
+                                             measure_local, console, given=getattr(args, "given", None))
     names = list(devices)
     for batch in cfg.batch_sizes if any(r.get("metrics") for r in rows) else ():
         table = Table(title=f"batch {batch}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import argparse
 import errno
-import re
 import sys
 import warnings
 from pathlib import Path
 
 from compressor.errors import CompressorError
-
-
-def _shape(text: str) -> tuple[str, tuple[int, ...]]:
-    m = re.fullmatch(r"([^=]+)=(\d+(?:x\d+)*)", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r}: use NAME=1x3x224x224")
-    return m.group(1), tuple(int(x) for x in m.group(2).split("x"))
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -84,8 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("files", type=Path, nargs="+")
     b.add_argument("--threads", type=_positive, default=2)
     b.add_argument("--batch", type=_batches, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
-    b.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=DxDxD",
-                   help="fix an input's shape (for dynamic dimensions); repeatable")
+    b.add_argument("--shape", action="append", default=[], metavar="[FILE:]NAME=DxDxD",
+                   help="fix an input's shape (for dynamic dimensions); FILE: for one of several files; repeatable")
+    b.add_argument("--inputs", action="append", default=[], metavar="[FILE:]DATA.npz",
+                   help="real input values, one array per input name (samples first, or the whole value of an "
+                        "input without a batch axis): token ids, states; repeatable")
+    b.add_argument("--value", action="append", default=[], metavar="[FILE:]NAME=NUMBER",
+                   help="fill an input with one number (a scalar input: a sample rate, a step); repeatable")
     b.add_argument("--device", action="append", metavar="NAME",
                    help="where to measure: local (default), a device of devices.yaml, or cpu / cuda:N for this "
                         "machine's runtime device; repeatable (devices are measured at the same time)")

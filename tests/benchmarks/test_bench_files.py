@@ -90,7 +90,7 @@ def test_shape_that_does_not_fit_the_model_is_one_line_error(seq_model, capsys):
 
 def test_shape_for_an_unknown_input_names_the_real_inputs(seq_model, capsys):
     assert main(["bench", str(seq_model), "--shape", "tokens=2x16x8", *FAST]) == 2
-    assert "['tokens']" in capsys.readouterr().err
+    assert "--shape names 'tokens', but the model's inputs are ['x']" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", [b"", "truncated", "random"])

@@ -59,7 +59,7 @@ FLAGS = {
                                     "at most 2,147,483,648")),
     "a shape with a zero dim": (["--shape", "pixels=0x1x8x8"], "--shape pixels=0x1x8x8: every dimension is at least 1"),
     "one input shaped twice": (["--shape", "pixels=1x1x8x8", "--shape", "pixels=2x1x8x8"],
-                               "--shape pixels=... is given 2 times"),
+                               "--shape pixels=2x1x8x8: input 'pixels' of absent.onnx is already given by another --shape"),
     "an unknown device": (["--device", "tpu"], "device 'tpu' is not in the inventory"),
     "a device index that is no number": (["--device", "cuda:first"], "--device cuda:first: use local, cpu"),
 }
@@ -74,7 +74,7 @@ def test_flag_no_machine_can_honour_is_refused_before_any_file_is_loaded(tmp_pat
 
 def test_shape_for_an_input_the_model_lacks_names_its_inputs(art, capsys):
     refused(capsys, "bench", art["onnx"], *LOCAL, "--shape", "tokens=1x16",
-            says=(str(art["onnx"]), "--shape names ['tokens'], but the model's inputs are ['pixels']"))
+            says=(str(art["onnx"]), "--shape names 'tokens', but the model's inputs are ['pixels']"))
 
 
 @pytest.mark.parametrize("shape", ["1x3x10000x10000", "1x64", "1x1x8x8x1"])

@@ -32,12 +32,16 @@ def _run_batched(session, feeds, batch):
     return [np.concatenate(outs) for outs in zip(*chunks)]
 
 
-def _feeds(session, batch, shapes, real):
+def _feeds(session, batch, shapes, real, given=None):
     import numpy as np
 
     rng = np.random.default_rng(0)
     feeds = {}
     for name, shape, dtype in session.inputs:
+        key = "b%d:%s" % (batch, name)
+        if given is not None and key in given:  # what the user gave, built by the host for this batch
+            feeds[name] = np.ascontiguousarray(given[key])
+            continue
         dims = concrete_shape(name, shape, batch, shapes)
         if dims is None:
             raise ValueError("input %r has a dynamic dimension besides the batch (shape %s); give it with "
@@ -65,8 +69,12 @@ def child(job_path):
     if job.get("real"):
         with np.load(job["real"]) as z:
             real = {k: z[k] for k in z.files}
+    given = None
+    if job.get("given"):
+        with np.load(job["given"]) as z:
+            given = {k: z[k] for k in z.files}
     shapes = {k: tuple(v) for k, v in s.get("shapes", {}).items()}
-    feeds = {b: _feeds(session, b, shapes, real) for b in s["batch_sizes"]}
+    feeds = {b: _feeds(session, b, shapes, real, given) for b in s["batch_sizes"]}
     first = feeds[s["batch_sizes"][0]]
     t = time.perf_counter()
     session.run(first)
