@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,11 @@ demo: setup
 	$(BIN)/compressor demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The end-to-end cases of more than about 20 s each (CI runs them after `make test`).
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise \
           int8_sweep bert_dynamic tune_digits devices minilm_int8 weight_only fallback_timm
