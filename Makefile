@@ -26,7 +26,8 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise \
-          int8_sweep bert_dynamic tune_digits devices minilm_int8 weight_only fallback_timm
+          int8_sweep bert_dynamic tune_digits devices minilm_int8 weight_only fallback_timm \
+          onnx_sources tflite_sources
 
 # Every suite runs even when one misses a target; the exit code says whether any did.
 bench: setup

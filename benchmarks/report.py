@@ -276,4 +276,4 @@ def print_devices(report: dict, console) -> None:
 
 
 def _framework(ref: dict) -> str:
-    return {"keras": "Keras"}.get(ref.get("framework", "pytorch"), "PyTorch")
+    return {"keras": "Keras", "tflite": "TFLite", "onnx": "ONNX Runtime"}.get(ref.get("framework", "pytorch"), "PyTorch")

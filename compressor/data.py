@@ -3,7 +3,8 @@
 A `Dataset` holds arrays keyed by model input name (first axis = samples) and
 optional integer labels. Sources: the built-in `digits` (scikit-learn's real
 handwritten digits, 8x8), the built-in `sentences` (sentence-like token ids for text
-encoders, compressor.zoo.text), an `.npz` file, or a Python callable `pkg.module:fn`.
+encoders, compressor.zoo.text), an `.npz` file, a callable `pkg.module:fn`, or `text:`
+lines of a text file, tokenized (compressor.sources.text, with the built-in sentences).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from compressor.errors import CompressorError, DataError, first_line, user_code
 from compressor.config.recipe import DataSource, InputSpec
+from compressor.sources.text import sentence_arrays, text_dataset
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.25
@@ -71,10 +73,14 @@ def digits_arrays(split: str = "all") -> tuple[np.ndarray, np.ndarray]:
     return (xtr, ytr) if split == "train" else (xte, yte)
 
 
-def load_dataset(src: DataSource, inputs: list[InputSpec], base_dir: Path = Path(".")) -> Dataset:
-    """Load `src` and check it against the model's declared inputs."""
+def load_dataset(src: DataSource, inputs: list[InputSpec], base_dir: Path = Path("."),
+                 tokenizer: Path | None = None) -> Dataset:
+    """Load `src` and check it against the model's declared inputs (`tokenizer`: an hf model's own)."""
     origin = f"data source {src.source!r}"
-    if src.source == "digits":
+    if src.text is not None:
+        arrays, origin = text_dataset(src, inputs, base_dir, tokenizer)
+        ds = Dataset(arrays)
+    elif src.source == "digits":
         x, y = digits_arrays(src.split)
         ds = _single_input(origin, x, y, inputs)
     elif src.source == "sentences":
@@ -103,30 +109,8 @@ def _exists(path: Path) -> bool:
 
 
 def sentences(split: str, inputs: list[InputSpec], vocab_size: int | None = None) -> Dataset:
-    """Sentence-like token ids for the model's text inputs (input_ids, attention_mask,
-    token_type_ids, padded to the declared sequence length). The train/test split is a
-    fixed cut of one seeded set of TEXT_SAMPLES sequences."""
-    from compressor.zoo.text import BERT_VOCAB, TEXT_SAMPLES, sentence_tokens
-
-    names = [i.name for i in inputs]
-    known = ("input_ids", "attention_mask", "token_type_ids")
-    other = [n for n in names if n not in known]
-    if "input_ids" not in names or other:
-        raise DataError(f"data source 'sentences' feeds text encoders with inputs named {', '.join(known)} "
-                        f"(input_ids required); the model declares {names}")
-    shapes = {tuple(i.shape[1:]) for i in inputs}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-        raise DataError(f"data source 'sentences' gives [batch, sequence] token arrays; the model declares "
-                        f"{', '.join(f'{i.name} {i.shape}' for i in inputs)}")
-    seq_len = next(iter(shapes))[0]
-    try:
-        arrays = sentence_tokens(TEXT_SAMPLES, seq_len, vocab_size or BERT_VOCAB,
-                                 type_vocab_size=2 if "token_type_ids" in names else 1)
-    except ValueError as e:
-        raise DataError(f"data source 'sentences': {e}") from None
-    cut = TEXT_SAMPLES * 3 // 4
-    part = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}[split]
-    return Dataset({n: arrays[n][part] for n in names})
+    """The built-in 'sentences' source (compressor.sources.text.sentence_arrays) as a Dataset."""
+    return Dataset(sentence_arrays(split, inputs, vocab_size))
 
 
 def _single_input(origin: str, x: np.ndarray, y: np.ndarray | None, inputs: list[InputSpec]) -> Dataset:

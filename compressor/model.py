@@ -1,7 +1,9 @@
 """The model handle: a PyTorch module plus the input signature it is exported with.
 
-Sources: a Python factory with optional safetensors weights, or a torch.export `.pt2`
-ExportedProgram (pickle inside, so only when the recipe says `trusted: true`).
+Sources: a Python factory with optional weights (safetensors, or a torch.save state dict
+read with weights_only), a torch.export `.pt2` ExportedProgram (pickle inside, so only
+when the recipe says `trusted: true`), a local Hugging Face folder, or a timm name
+(compressor/sources/).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Model:
     output_names: list[str] | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    tokenizer: Path | None = None  # a Hugging Face tokenizer folder for text data (an hf source's own)
     framework = "pytorch"  # what the reports name the reference (a Keras source says "keras")
 
     @property
@@ -81,13 +84,39 @@ def load_model(spec: ModelSpec, base_dir: Path = Path(".")) -> Model:
         raise ModelLoadError(f"model.{spec.kind}: this command needs a PyTorch model ('factory', 'program', 'hf' or "
                              f"'timm'); a {spec.kind} source is compressed by `compressor run` with the "
                              f"{FILE_SOURCES[spec.kind]} target")
+    tokenizer = None
     if spec.program is not None:
         module, source = _load_program(_resolve(spec.program, base_dir), spec.trusted), str(spec.program)
+        inputs = list(spec.inputs)
+    elif spec.hf is not None:
+        from compressor.sources.hf import load_hf
+
+        module, defaults, tokenizer = load_hf(_resolve(spec.hf, base_dir), spec.task, spec.sequence_length)
+        inputs, source = override_inputs(defaults, spec.inputs, f"hf folder {spec.hf}"), spec.source_name
+    elif spec.timm is not None:
+        from compressor.sources.timm_source import build_timm
+
+        module, defaults = build_timm(spec.timm, spec.kwargs)
+        if spec.weights is not None:
+            load_weights(module, _resolve(spec.weights, base_dir))
+        inputs, source = override_inputs(defaults, spec.inputs, f"timm model {spec.timm!r}"), spec.source_name
     else:
         module, source = _build(spec, base_dir), spec.factory or ""
-    model = Model(module=module, inputs=list(spec.inputs), output_names=spec.outputs, source=source)
+        inputs = list(spec.inputs)
+    model = Model(module=module, inputs=inputs, output_names=spec.outputs, source=source, tokenizer=tokenizer)
     check_signature(model)
     return model
+
+
+def override_inputs(defaults: list[InputSpec], given: list[InputSpec] | None, where: str) -> list[InputSpec]:
+    """The model's own inputs, with the recipe's entries replacing those of the same name
+    (their shapes and dtypes); a name the model does not take is refused."""
+    by_name = {i.name: i for i in given or ()}
+    unknown = [n for n in by_name if n not in {d.name for d in defaults}]
+    if unknown:
+        raise ModelLoadError(f"{where} takes inputs {[d.name for d in defaults]}; model.inputs names {unknown}, "
+                             "which it does not take (the recipe's inputs override these by name)")
+    return [by_name.get(d.name, d) for d in defaults]
 
 
 def _resolve(p: Path, base_dir: Path) -> Path:
@@ -128,19 +157,12 @@ def _what_instead(obj: object) -> str:
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Load a .safetensors file or a torch.save state dict (weights_only) into `module`,
+    refusing any missing, unexpected or misshapen tensor with one line naming the first few."""
+    from compressor.sources.checkpoint import read_state_dict
 
-    if path.suffix != ".safetensors":
-        raise ModelLoadError(f"weights {path}: only .safetensors weights are loaded (pickled checkpoints can "
-                             "run code); convert with safetensors.torch.save_file(model.state_dict(), ...)")
-    if not path.is_file():
-        raise ModelLoadError(f"weights {path}: no such file")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"weights {path}: not a readable safetensors file ({e})") from None
     own = module.state_dict()
+    state = read_state_dict(path, own)
     problems = []
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -42,9 +42,14 @@ class LayerScore:
         return asdict(self)
 
 
-def candidates(model: Model, granularity: str = "layer") -> list[str]:
+def candidates(model: Model, granularity: str = "layer", mode: str | None = None) -> list[str]:
     """Blocks, or layers with the op scopes (`<module>:ops`) of the modules whose own
-    forward computes something: a squeeze-excitation product, a residual add, attention."""
+    forward computes something: a squeeze-excitation product, a residual add, attention.
+    A model without a torch module (an ONNX file) names its own (`layer_candidates`), for
+    the variant's `mode` (dynamic int8 touches fewer kinds of node)."""
+    own = getattr(model, "layer_candidates", None)
+    if own is not None:
+        return own(granularity, mode)
     if granularity == "block":
         return block_names(model.module)
     try:
@@ -52,6 +57,12 @@ def candidates(model: Model, granularity: str = "layer") -> list[str]:
     except Exception:  # no example input: layers only
         example = None
     return layers_and_ops(model.module, example)
+
+
+def layer_kind(model, name: str) -> str:
+    """A layer's kind: its module class, or what a handle without a torch module says."""
+    own = getattr(model, "layer_kind", None)
+    return own(name) if own is not None else kind(model.module, name)
 
 
 def layer_sensitivity(model: Model, family: str, calibration: Dataset | None, inputs: dict[str, np.ndarray],
@@ -93,6 +104,8 @@ class LayerScorer:
                               f"{', '.join(FAMILIES)}")
         if mode not in ("static", "dynamic"):
             raise RecipeError(f"the sensitivity pass simulates static and dynamic int8, not {mode!r}")
+        if not hasattr(model, "module"):
+            raise ExportError("sensitivity: the simulation runs a PyTorch model; this source has none")
         if calibration is None or not len(calibration):
             raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the "
                             "recipe")

@@ -66,11 +66,12 @@ def run(recipe: Recipe, out: Path | None = None, overwrite: bool = False, show_p
     # directory is touched.
     model = _load_source(recipe)
     data = recipe.data
-    calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir) if data.calibration else None
-    evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
+    tokenizer = getattr(model, "tokenizer", None)  # an hf source's own, for text data
+    calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir, tokenizer) if data.calibration else None
+    evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir, tokenizer) if data.evaluation else None
     train = None
     if (recipe.prune_steps or recipe.qat_steps) and data.train:
-        train = load_dataset(data.train, model.inputs, recipe.base_dir)
+        train = load_dataset(data.train, model.inputs, recipe.base_dir, tokenizer)
     taken = (open_run_dir(out, recipe.name, overwrite or recipe.output.overwrite, resume) if world.is_main
              else contextlib.nullcontext())
     with taken as rundir:

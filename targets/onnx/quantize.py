@@ -222,7 +222,9 @@ def _dynamic(src: Path, dst: Path, v: QuantVariant, external_data: bool, calibra
     skip = nodes_to_exclude(src, v.exclude, v.exclude_ops)
     data = calibration.take(v.calibration_samples) if calibration is not None and work is not None else None
     plan = _outlier_plan(src, data, v, work, batch_dynamic, skip, dynamic_mode=True)
-    model, ops, exclude = src, DYNAMIC_OPS, skip
+    # quantize_dynamic rewrites each Gemm as a MatMul named '<gemm>_MatMul' (and an Add)
+    # before it reads nodes_to_exclude: a Gemm kept float is excluded under that name too.
+    model, ops, exclude = src, DYNAMIC_OPS, [*skip, *(f"{n}_MatMul" for n in skip)]
     if plan is not None:
         # The linear layers only; the outlier plan's float side paths stay float.
         model, ops, exclude = plan.path, ["MatMul", "Gemm"], [*skip, *plan.side_nodes]

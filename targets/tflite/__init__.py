@@ -4,6 +4,7 @@ quantizer gives full-integer int8 from the recipe's calibration data; ai-edge-li
 (or tflite-runtime on old devices) runs the result with XNNPACK.
 
 Keras / SavedModel sources go through TensorFlow's TFLiteConverter: targets.tflite.keras.
+An existing .tflite file is compressed by ai-edge-quantizer: targets.tflite.source.
 """
 
 from __future__ import annotations
@@ -50,8 +51,15 @@ class TFLiteTarget(Target):
         opts = self.options(options)
         from targets.tflite.keras import KerasModel, export_keras
 
-        if isinstance(model, KerasModel):  # TensorFlow's converter instead of litert-torch
-            artifact = export_keras(model, variant, out, opts, calibration)
+        from targets.tflite.source import TfliteFileModel
+
+        if isinstance(model, (KerasModel, TfliteFileModel)):
+            if isinstance(model, KerasModel):  # TensorFlow's converter instead of litert-torch
+                artifact = export_keras(model, variant, out, opts, calibration)
+            else:  # an existing .tflite: ai-edge-quantizer rewrites it
+                from targets.tflite.file_export import export_file
+
+                artifact = export_file(model, variant, out, opts, calibration, base)
             artifact.meta.update({"signature": opts.signature} if opts.signature else {})
             return artifact
         final = Path(f"{out}.tflite")
@@ -107,7 +115,9 @@ class TFLiteTarget(Target):
         differently, so the fallback checks what it finds on the real file)."""
         from targets.tflite.keras import KerasModel
 
-        if variant.mode != "static" or isinstance(model, KerasModel):
+        from targets.tflite.source import TfliteFileModel
+
+        if variant.mode != "static" or isinstance(model, (KerasModel, TfliteFileModel)):
             return None
         from targets.tflite import convert, reuse
 

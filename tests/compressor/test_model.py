@@ -38,9 +38,9 @@ def test_pt2_program_without_trusted_is_refused_before_reading_it(tmp_path):
         load_model(ModelSpec(program=tmp_path / "evil.pt2", inputs=PIXELS))
 
 
-def test_pickled_checkpoint_is_refused_as_weights(tmp_path):
+def test_torch_save_state_dict_is_read_weights_only_and_checked_against_the_model(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "w.pt")
-    with pytest.raises(ModelLoadError, match="only .safetensors"):
+    with pytest.raises(ModelLoadError, match="do not match the model: missing .*unexpected w"):
         load_model(ModelSpec(factory=ZOO, weights=tmp_path / "w.pt", inputs=PIXELS))
 
 

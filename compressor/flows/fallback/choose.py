@@ -59,7 +59,7 @@ def order(model, target, variant, calibration, base, reference, labels, budget: 
     from compressor.quant.ranking import first_guess, rank
     from compressor.sensitivity import candidates
 
-    names = [n for n in candidates(model, budget.granularity) if n not in variant.exclude]
+    names = [n for n in candidates(model, budget.granularity, variant.mode) if n not in variant.exclude]
     names = [n for n in names if target.keeps_float(base, n)]
     if ranking:
         ranked = [s.name for s in ranking if s.name in names]
@@ -164,11 +164,10 @@ def _has_layer_scores(target, variant) -> bool:
 
 
 def _score(model, name: str, reference: list[np.ndarray], got: list[np.ndarray], labels) -> "LayerScore":
-    from compressor.layers import kind
-    from compressor.sensitivity import LayerScore, accuracy, output_cosine, relative_error
+    from compressor.sensitivity import LayerScore, accuracy, layer_kind, output_cosine, relative_error
 
     ref_acc, acc = accuracy(reference[0], labels), accuracy(got[0], labels)
-    return LayerScore(name, kind(model.module, name), output_cosine(reference, got), relative_error(reference, got),
+    return LayerScore(name, layer_kind(model, name), output_cosine(reference, got), relative_error(reference, got),
                       None if acc is None else 100 * (ref_acc - acc))
 
 
@@ -176,8 +175,7 @@ def target_sensitivity(target: "Target", model: Model, variant: QuantVariant, ca
                        inputs: dict, outputs: list[np.ndarray], labels, layers: list[str]) -> list["LayerScore"]:
     """Ranking from the target's own lowering, one layer at a time (Target.layer_scores:
     for ONNX, ONNX Runtime's quantizer with `nodes_to_quantize`), scored on its runtime."""
-    from compressor.layers import kind
-    from compressor.sensitivity import LayerScore, accuracy, output_cosine, rank, relative_error
+    from compressor.sensitivity import LayerScore, accuracy, layer_kind, output_cosine, rank, relative_error
 
     got = target.layer_scores(base, variant, calibration, inputs, layers)
     ref_acc = accuracy(outputs[0], labels)
@@ -185,9 +183,9 @@ def target_sensitivity(target: "Target", model: Model, variant: QuantVariant, ca
     for name in layers:
         outs = got.get(name)
         if outs is None:  # no node of its own in the graph (fused away): nothing to quantize
-            scores.append(LayerScore(name, kind(model.module, name), 1.0, 0.0, None if labels is None else 0.0))
+            scores.append(LayerScore(name, layer_kind(model, name), 1.0, 0.0, None if labels is None else 0.0))
             continue
         acc = accuracy(outs[0], labels)
-        scores.append(LayerScore(name, kind(model.module, name), output_cosine(outputs, outs),
+        scores.append(LayerScore(name, layer_kind(model, name), output_cosine(outputs, outs),
                                  relative_error(outputs, outs), None if acc is None else 100 * (ref_acc - acc)))
     return rank(scores)

@@ -62,8 +62,9 @@ def run_inc(recipe: "Recipe", spec: TuneSpec, target: str, out: Path, show_progr
     quantization, export = _inc()
     logging.getLogger("neural_compressor").setLevel(logging.ERROR)
     model = load_model(recipe.model, recipe.base_dir)
-    calibration = load_dataset(recipe.data.calibration, model.inputs, recipe.base_dir)
-    evaluation = load_dataset(recipe.data.evaluation, model.inputs, recipe.base_dir)
+    tokenizer = getattr(model, "tokenizer", None)  # an hf source's own, for text data
+    calibration = load_dataset(recipe.data.calibration, model.inputs, recipe.base_dir, tokenizer)
+    evaluation = load_dataset(recipe.data.evaluation, model.inputs, recipe.base_dir, tokenizer)
     names = model.input_names
     calib = [torch.from_numpy(calibration.inputs[k]) for k in names]
     fp32_acc = accuracy(model.module, evaluation, names)

@@ -146,7 +146,8 @@ def _measure_inc(recipe: "Recipe", ctx: "TuneContext", model: "Model", fp32_acc:
     from targets.validate import validate_artifact
 
     target = targets.get(ctx.target)
-    evaluation = load_dataset(recipe.data.evaluation, model.inputs, recipe.base_dir)
+    tokenizer = getattr(model, "tokenizer", None)  # an hf source's own, for text data
+    evaluation = load_dataset(recipe.data.evaluation, model.inputs, recipe.base_dir, tokenizer)
     variant = QuantVariant(name="int8-inc", mode="qat")
     try:
         art = target.export(model, variant, ctx.out / "trials" / "inc" / f"{recipe.name}.int8-inc",

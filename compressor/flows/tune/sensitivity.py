@@ -24,9 +24,10 @@ def ranking(recipe: "Recipe", target: str) -> list[str]:
     model = load_model(recipe.model, recipe.base_dir)
     if recipe.data.calibration is None:
         raise DataError("tune.space.fallback ranks layers by quantizing them: add data.calibration to the recipe")
-    calibration = load_dataset(recipe.data.calibration, model.inputs, recipe.base_dir)
+    tokenizer = getattr(model, "tokenizer", None)  # an hf source's own, for text data
+    calibration = load_dataset(recipe.data.calibration, model.inputs, recipe.base_dir, tokenizer)
     source = recipe.data.evaluation or recipe.data.calibration
-    data = load_dataset(source, model.inputs, recipe.base_dir).take(SAMPLES)
+    data = load_dataset(source, model.inputs, recipe.base_dir, tokenizer).take(SAMPLES)
     family = targets.get(target).quantizer_family
     scores = layer_sensitivity(model, family, calibration, data.inputs, labels=data.labels)
     return [s.name for s in scores]
