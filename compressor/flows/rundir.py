@@ -98,6 +98,7 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
     created = [p for p in (out, *out.parents) if not p.exists()]
     had_lock = (out / LOCK).exists()
     rd = RunDir(out, marker={}, created=created)
+    marking = False
     try:
         out.mkdir(parents=True, exist_ok=True)
         rd._lock = _acquire(out)
@@ -106,11 +107,15 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
         if previous is not None:
             _may_replace(out, previous, overwrite, resume)
         # INCOMPLETE first: from here until the manifest is written, a kill at any moment
-        # leaves a directory that says it is unfinished.
+        # leaves a directory that says it is unfinished. Written in place, not through a
+        # temporary file: its name is the message, so a kill while it is written must
+        # already leave it (a kill found a directory holding only the temporary file).
         started = _now()
-        write_text(out / INCOMPLETE, f"This run has not finished (pid {os.getpid()}, started {started}). If that "
-                   "process is gone it was interrupted: its files are partial, and the next run into this "
-                   "directory removes them.\n")
+        marking = not (out / INCOMPLETE).exists()  # a failed write (a full disk) takes back only its own
+        (out / INCOMPLETE).write_text(f"This run has not finished (pid {os.getpid()}, started {started}). If that "
+                                      "process is gone it was interrupted: its files are partial, and the next "
+                                      "run into this directory removes them.\n", encoding="utf-8")
+        marking = False
         if previous is not None:
             _remove_ours(out, previous, keep_checkpoints=resume)
         rd.marker = {"tool": "compressor", "kind": "run", "state": "running", "pid": os.getpid(),
@@ -118,6 +123,9 @@ def open_run_dir(out: Path, recipe_name: str, overwrite: bool = False, resume: b
         write_json(out / MARKER, rd.marker)
     except BaseException:
         ours = rd._lock >= 0  # never unlink a lock file another run holds
+        if ours and marking:  # INCOMPLETE could not be written: nothing was touched yet
+            with contextlib.suppress(OSError):
+                (out / INCOMPLETE).unlink()
         _release(rd)
         if ours and not had_lock:
             with contextlib.suppress(OSError):

@@ -90,6 +90,7 @@ def _step(**kw):
                    freeze_observers_after=2, finetune={"epochs": 3, "lr": 1e-3}, **kw)
 
 
+@pytest.mark.slow  # over 30 s: `make test-slow` and CI run it
 def test_resume_after_a_kill_continues_where_it_stopped(small, tmp_path, monkeypatch):
     from compressor.qat import checkpoint
     from compressor.qat.run import qat_family

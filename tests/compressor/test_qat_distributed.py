@@ -14,6 +14,7 @@ import torch
 JOB = Path(__file__).with_name("qat_ddp_job.py")
 
 
+@pytest.mark.slow  # over 30 s: `make test-slow` and CI run it
 def test_two_gloo_processes_match_one(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     single.mkdir(), multi.mkdir()

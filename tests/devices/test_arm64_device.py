@@ -36,6 +36,7 @@ def test_probe_sees_an_emulated_cortex_a76(capsys, arm):
     assert {"numpy", "onnxruntime", "ai-edge-litert"} <= set(p["runtimes"])
 
 
+@pytest.mark.slow  # over 30 s: `make test-slow` and CI run it
 def test_a_run_measures_int8_fidelity_on_arm_and_the_gate_skips_its_latency(capsys, arm, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(digits_head("arm", calibration=128, evaluation=True) +

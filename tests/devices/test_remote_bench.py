@@ -231,6 +231,7 @@ def test_a_pause_between_artifacts_is_kept(capsys, tmp_path, sshd, artifacts):
     assert time.perf_counter() - start > 4.5
 
 
+@pytest.mark.slow  # over 30 s: `make test-slow` and CI run it
 def test_ctrl_c_stops_and_leaves_nothing_on_the_device(tmp_path, sshd, artifacts):
     devices, work = inventory(tmp_path, sshd)
     proc = subprocess.Popen([sys.executable, "-m", "compressor", "bench", artifacts["onnx-fp32"], "--device", "loop",

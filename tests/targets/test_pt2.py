@@ -132,6 +132,7 @@ def generated_calls(package) -> set[str]:
     return set(re.findall(r"aoti_torch_cpu_\w+", code))
 
 
+@pytest.mark.slow  # over 30 s: `make test-slow` and CI run it
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
                     reason="AOTInductor compiles C++: no g++ or clang++ on PATH")
 def test_aoti_int8_package_compiles_runs_and_keeps_accuracy(digits_model, calibration_data, digits_test,
