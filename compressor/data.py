@@ -20,9 +20,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from compressor.formats import is_pickle
 from compressor.errors import CompressorError, DataError, first_line, user_code
 from compressor.config.recipe import DataSource, InputSpec
-from compressor.sources.text import sentence_arrays, text_dataset
+from compressor.sources.text import text_dataset
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.25
@@ -109,7 +110,9 @@ def _exists(path: Path) -> bool:
 
 
 def sentences(split: str, inputs: list[InputSpec], vocab_size: int | None = None) -> Dataset:
-    """The built-in 'sentences' source (compressor.sources.text.sentence_arrays) as a Dataset."""
+    """The built-in 'sentences' source (compressor.zoo.text.sentence_arrays) as a Dataset."""
+    from compressor.zoo.text import sentence_arrays  # torch: only when asked for
+
     return Dataset(sentence_arrays(split, inputs, vocab_size))
 
 
@@ -188,7 +191,7 @@ def read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
         raise DataError(f"{where} is a single .npy array, not an .npz of named arrays; {NPZ_HOW}")
     if not head.startswith(b"PK"):
         what = ("it is empty (0 bytes)" if not head else "it is a pickle, which is never loaded (unpickling can "
-                "run code)" if _is_pickle(head) else "it is no zip of .npy arrays")
+                "run code)" if is_pickle(head) else "it is no zip of .npy arrays")
         raise DataError(f"{where} is not a readable .npz archive: {what}; {NPZ_HOW}")
     arrays = {}
     try:
@@ -223,11 +226,6 @@ def _head(path: Path, where: str) -> bytes:
     except OSError as e:  # a name too long, no permission
         raise DataError(f"{where} cannot be read ({e.strerror or type(e).__name__}); give a readable "
                         ".npz file") from None
-
-
-def _is_pickle(head: bytes) -> bool:
-    """Whether `head` opens a pickle of protocol 2 to 5 (what pickle.dumps writes)."""
-    return len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 HELD = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",

@@ -16,6 +16,8 @@ DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # Elements of one input tensor, at most: the int32 index limit of the runtimes' kernels.
 MAX_ELEMENTS = 2**31
+# The inputs of a text encoder that the text and 'sentences' data sources fill.
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class InputSpec(Strict):

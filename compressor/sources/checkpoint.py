@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from compressor.errors import ModelLoadError, first_line
+from compressor.formats import head, is_pickle, is_safetensors, regular_file
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
@@ -33,12 +34,7 @@ def read_state_dict(path: Path, own_keys: Iterable[str] = ()) -> dict[str, torch
     if path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
         raise ModelLoadError(f"{where}: unknown weights format {path.suffix or '(no suffix)'!r}; give a .safetensors "
                              f"file or a state dict saved with torch.save ({', '.join(PICKLE_SUFFIXES)})")
-    if path.is_dir():
-        raise ModelLoadError(f"{where} is a directory; give the weights file itself")
-    if not path.is_file():
-        raise ModelLoadError(f"{where}: no such file")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"{where} is empty (0 bytes); save the weights again")
+    regular_file(path, where, "", "save the weights again")
     state = _safetensors(path, where) if path.suffix == ".safetensors" else _torch_load(path, where)
     return _strip_prefixes(state, set(own_keys))
 
@@ -54,15 +50,14 @@ def _safetensors(path: Path, where: str) -> dict[str, torch.Tensor]:
 
 
 def _torch_load(path: Path, where: str) -> dict[str, torch.Tensor]:
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if _is_safetensors(head):
+    first = head(path)
+    if is_safetensors(first):
         raise ModelLoadError(f"{where} is a safetensors file named {path.suffix}; rename it to "
                              f"{path.with_suffix('.safetensors').name}")
-    if head.startswith(b"PK") and zipfile.is_zipfile(path) and _is_torchscript(path):
+    if first.startswith(b"PK") and zipfile.is_zipfile(path) and _is_torchscript(path):
         raise ModelLoadError(f"{where} is a TorchScript program, not a state dict (and loading it runs code); "
                              "save model.state_dict() with torch.save or safetensors instead")
-    if not head.startswith(b"PK") and not (len(head) > 1 and head[0] == 0x80):
+    if not first.startswith(b"PK") and not is_pickle(first):
         raise ModelLoadError(f"{where} is not a torch.save checkpoint (neither its zip format nor a pickle); "
                              "save the state dict again with torch.save or safetensors")
     try:
@@ -87,11 +82,6 @@ def _refusal(path: Path, where: str, e: Exception) -> ModelLoadError:
                               "save the weights again")
     return ModelLoadError(f"{where} is not a readable torch.save state dict ({type(e).__name__}); save "
                           "model.state_dict() with torch.save or safetensors")
-
-
-def _is_safetensors(head: bytes) -> bool:
-    # An 8-byte little-endian header length, then the JSON header.
-    return len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30
 
 
 def _is_torchscript(path: Path) -> bool:

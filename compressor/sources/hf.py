@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compressor.config.model import InputSpec
+from compressor.config.model import TEXT_INPUTS, InputSpec
 from compressor.errors import CompressorError, ModelLoadError, first_line
 
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 IMAGE_INPUT = "pixel_values"
 DEFAULT_SEQ_LEN = 128
 DEFAULT_IMAGE_SIZE = 224

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.config.model import InputSpec
+from compressor.config.model import TEXT_INPUTS, InputSpec
 from compressor.errors import DataError
 
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def text_dataset(src, inputs: list[InputSpec], base_dir: Path, tokenizer: Path | None):
@@ -75,30 +74,3 @@ def _text_lines(path: Path, origin: str) -> list[str]:
     if not lines:
         raise DataError(f"{origin} holds no text (no non-blank line); write one sample a line")
     return lines
-
-
-def sentence_arrays(split: str, inputs: list[InputSpec], vocab_size: int | None = None) -> dict[str, np.ndarray]:
-    """Sentence-like token ids for the model's text inputs (input_ids, attention_mask,
-    token_type_ids, padded to the declared sequence length). The train/test split is a
-    fixed cut of one seeded set of TEXT_SAMPLES sequences."""
-    from compressor.zoo.text import BERT_VOCAB, TEXT_SAMPLES, sentence_tokens
-
-    names = [i.name for i in inputs]
-    known = TEXT_INPUTS
-    other = [n for n in names if n not in known]
-    if "input_ids" not in names or other:
-        raise DataError(f"data source 'sentences' feeds text encoders with inputs named {', '.join(known)} "
-                        f"(input_ids required); the model declares {names}")
-    shapes = {tuple(i.shape[1:]) for i in inputs}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-        raise DataError(f"data source 'sentences' gives [batch, sequence] token arrays; the model declares "
-                        f"{', '.join(f'{i.name} {i.shape}' for i in inputs)}")
-    seq_len = next(iter(shapes))[0]
-    try:
-        arrays = sentence_tokens(TEXT_SAMPLES, seq_len, vocab_size or BERT_VOCAB,
-                                 type_vocab_size=2 if "token_type_ids" in names else 1)
-    except ValueError as e:
-        raise DataError(f"data source 'sentences': {e}") from None
-    cut = TEXT_SAMPLES * 3 // 4
-    part = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}[split]
-    return {n: arrays[n][part] for n in names}

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from compressor.config.model import TEXT_INPUTS, InputSpec
+from compressor.errors import DataError
+
 # bert-base-uncased's vocabulary: [PAD]=0, [CLS]=101, [SEP]=102, ordinary wordpieces
 # from 999 on, roughly in order of frequency from 1996 ("the").
 BERT_VOCAB = 30522
@@ -114,3 +117,28 @@ def _special_ids(vocab_size: int) -> tuple[int, int, int, int]:
     if vocab_size < 8:
         raise ValueError(f"vocab_size {vocab_size} is too small for sentence-like inputs (need at least 8)")
     return 0, 1, 2, 3
+
+
+def sentence_arrays(split: str, inputs: list[InputSpec], vocab_size: int | None = None) -> dict[str, np.ndarray]:
+    """Sentence-like token ids for the model's text inputs (input_ids, attention_mask,
+    token_type_ids, padded to the declared sequence length). The train/test split is a
+    fixed cut of one seeded set of TEXT_SAMPLES sequences."""
+    names = [i.name for i in inputs]
+    known = TEXT_INPUTS
+    other = [n for n in names if n not in known]
+    if "input_ids" not in names or other:
+        raise DataError(f"data source 'sentences' feeds text encoders with inputs named {', '.join(known)} "
+                        f"(input_ids required); the model declares {names}")
+    shapes = {tuple(i.shape[1:]) for i in inputs}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise DataError(f"data source 'sentences' gives [batch, sequence] token arrays; the model declares "
+                        f"{', '.join(f'{i.name} {i.shape}' for i in inputs)}")
+    seq_len = next(iter(shapes))[0]
+    try:
+        arrays = sentence_tokens(TEXT_SAMPLES, seq_len, vocab_size or BERT_VOCAB,
+                                 type_vocab_size=2 if "token_type_ids" in names else 1)
+    except ValueError as e:
+        raise DataError(f"data source 'sentences': {e}") from None
+    cut = TEXT_SAMPLES * 3 // 4
+    part = {"train": slice(0, cut), "test": slice(cut, None), "all": slice(None)}[split]
+    return {n: arrays[n][part] for n in names}

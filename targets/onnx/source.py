@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compressor.formats import NAMES, head, kind_of, regular_file
 from compressor.errors import ModelLoadError, RecipeError, first_line
 
 if TYPE_CHECKING:
@@ -25,10 +26,8 @@ if TYPE_CHECKING:
 # The node kinds the fallback may keep in float: those carrying the weights int8 is for.
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "GRU")
 # Leading bytes of the formats people hand over by mistake, and what to say about each.
-_MAGIC = ((4, b"TFL3", "a TFLite flatbuffer; give it as 'model: {tflite: ...}'"),
-          (0, b"PK\x03\x04", "a zip archive (a .keras, .pt or .pt2 file), not ONNX"),
-          (0, b"\x89HDF", "an HDF5 file (a Keras .h5 model); give it as 'model: {keras: ...}'"),
-          (0, b"\x80", "a Python pickle (a torch .pt/.pth file), not ONNX"))
+# What to say of a file of another format given as ONNX.
+_GIVE_AS = {"tflite": "not ONNX; give it as 'model: {tflite: ...}'", "hdf5": "not ONNX; give it as 'model: {keras: ...}'"}
 
 
 @dataclass
@@ -126,20 +125,11 @@ def read_checked(path: Path):
     from google.protobuf.message import DecodeError
 
     where = f"model.onnx {path}"
-    if path.is_dir():
-        raise ModelLoadError(f"{where} is a directory; give the .onnx file")
-    if not path.is_file():
-        raise ModelLoadError(f"{where}: no such file; fix 'model.onnx' in the recipe")
-    size = path.stat().st_size
-    if size == 0:
-        raise ModelLoadError(f"{where}: the file is empty (0 bytes); export the model again")
-    with path.open("rb") as f:
-        head = f.read(16)
-    for at, magic, what in _MAGIC:
-        if head[at:at + len(magic)] == magic:
-            raise ModelLoadError(f"{where}: this is {what}")
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size:
-        raise ModelLoadError(f"{where}: this is a safetensors weights file, not ONNX; give the .onnx model")
+    regular_file(path, where, "fix 'model.onnx' in the recipe", "export the model again")
+    kind = kind_of(head(path))
+    if kind not in (None, "onnx", "text"):
+        hint = _GIVE_AS.get(kind, "not ONNX; give the .onnx model")
+        raise ModelLoadError(f"{where}: this is {NAMES[kind]}, {hint}")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as e:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compressor.formats import NAMES, head, kind_of, regular_file
 from compressor.errors import ArtifactError, CompressorError, ModelLoadError, RecipeError, UnsupportedOpError
 
 if TYPE_CHECKING:
@@ -160,48 +161,23 @@ def check_exclusions(path: Path, variants: list["QuantVariant"]) -> None:
                               "(they stay float as they are); drop them from exclude_ops")
 
 
+_LOOKS = {**NAMES, "hdf5": NAMES["hdf5"][:-1] + ": use 'model: {keras: ...}')"}
+
+
 def check_file(path: Path) -> None:
     """Missing, empty, foreign, truncated: one line that says which, and what to give."""
-    if path.is_dir():
-        raise ModelLoadError(f"model.tflite {path} is a directory; give the .tflite file")
-    if not path.is_file():
-        raise ModelLoadError(f"model.tflite {path}: no such file; fix 'model.tflite' in the recipe")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"model.tflite {path}: the file is empty (0 bytes); re-convert the model")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if len(head) < 8 or head[4:8] != b"TFL3":
-        other = looks_like(head, path)
-        what = f"it looks like {other}" if other else "no 'TFL3' flatbuffer identifier: truncated or another format"
+    regular_file(path, f"model.tflite {path}", "fix 'model.tflite' in the recipe", "re-convert the model")
+    kind = kind_of(head(path), path.name)
+    if kind != "tflite":
+        what = f"it looks like {_LOOKS[kind]}" if kind else "no 'TFL3' flatbuffer identifier: truncated or another format"
         raise ModelLoadError(f"model.tflite {path}: not a TFLite model ({what}); give a .tflite file"
-                             + (" or use 'model: {onnx: ...}' with the onnx target" if other and "ONNX" in other
-                                else ""))
+                             + (" or use 'model: {onnx: ...}' with the onnx target" if kind == "onnx" else ""))
     from targets.tflite.runtime import check_tflite_file
 
     try:
         check_tflite_file(path)
     except ArtifactError as e:
         raise ModelLoadError(str(e).replace(str(path), f"model.tflite {path}", 1)) from None
-
-
-def looks_like(head: bytes, path: Path) -> str | None:
-    """The format a non-TFLite file's first bytes (or its name) say it is."""
-    if head.startswith(b"PK\x03\x04"):
-        return "a zip archive (a .keras model or a PyTorch checkpoint)"
-    if head.startswith(b"\x89HDF"):
-        return "an HDF5 file (a Keras .h5 model: use 'model: {keras: ...}')"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle (a PyTorch .pt file)"
-    if len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30:
-        return "a safetensors file (weights only)"
-    # An ONNX ModelProto begins with field 1 (ir_version, a small varint) then a string field.
-    if head[:1] == b"\x08" and 0 < head[1] < 32 and head[2:3] in (b"\x12", b"\x1a", b"\x3a", b"\x42"):
-        return "an ONNX model"
-    if path.suffix.lower() == ".onnx":
-        return "an ONNX model (by its name)"
-    if head.lstrip()[:1] in (b"{", b"[", b"#") or head.startswith(b"version"):
-        return "a text file (JSON or YAML)"
-    return None
 
 
 def quantized_kind(path: Path) -> str | None:
