@@ -101,11 +101,6 @@ def bench_files(args: argparse.Namespace) -> int:
         if args.devices_list != [LOCAL_DEVICE]:
             from benchmarks.devices.report_bench import bench_devices_command
 
-            shapes = {tuple(sorted(j[0].shapes.items())) for j in jobs.values()}
-            if len(shapes) > 1:
-                raise RecipeError("--shape FILE:...: remote devices take one set of shapes for every file; give "
-                                  "--shape without FILE: or measure the files one at a time")
-            cfg = next(iter(jobs.values()))[0]
             return bench_devices_command(args, files, cfg, console,
                                          lambda f: _measure_or_error(f, *jobs[f], data=args.eval_data))
         results: list[Metrics] = []

@@ -32,8 +32,14 @@ def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None,
             session = target.open_session(f, ExecDevice(), cfg.threads)
             job.session_inputs = session.inputs
             mine = (given or {}).get(f)
-            if mine is not None and (mine.arrays or mine.values):
-                job.given = _given_feeds(session, cfg, mine, f)
+            names = {s.name for s in session.inputs}
+            job.shapes = {k: v for k, v in (cfg.shapes if mine is None else mine.shapes).items() if k in names}
+            if mine is not None:
+                from benchmarks.given import check_names
+
+                check_names(session.inputs, mine, f)
+                if mine.arrays or mine.values:
+                    job.given = _given_feeds(session, cfg, mine, job.shapes)
             if arrays is not None:
                 job.sets = {"eval": eval_data.match(arrays, session, str(eval_npz))}
                 job.real = "eval"
@@ -41,7 +47,7 @@ def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None,
                 rng = np.random.default_rng(0)
                 batch = cfg.batch_sizes[0]
                 job.sets = {"check": {s.name: job.given[f"b{batch}:{s.name}"] if f"b{batch}:{s.name}" in job.given
-                                      else generated_input(s.name, concrete_shape(s.name, s.shape, batch, cfg.shapes),
+                                      else generated_input(s.name, concrete_shape(s.name, s.shape, batch, job.shapes),
                                                            s.dtype, rng) for s in session.inputs}}
             key = next(iter(job.sets))
             local_outputs[str(f)] = session.run(job.sets[key]) if key == "check" else _batched(session, job.sets[key])
@@ -49,15 +55,13 @@ def jobs_for_files(files: list[Path], cfg, eval_npz: Path | None,
     return jobs, labels, local_outputs
 
 
-def _given_feeds(session, cfg, mine, f: Path) -> dict[str, np.ndarray]:
+def _given_feeds(session, cfg, mine, shapes: dict) -> dict[str, np.ndarray]:
     """The given inputs of one file at every batch size, as the device will feed them."""
     import dataclasses
 
-    from benchmarks.given import check_names, feed
+    from benchmarks.given import feed
 
-    check_names(session.inputs, mine, f)
-    names = {s.name for s in session.inputs}
-    mine = dataclasses.replace(mine, shapes={k: v for k, v in cfg.shapes.items() if k in names})
+    mine = dataclasses.replace(mine, shapes=shapes)
     return {f"b{b}:{s.name}": v for b in cfg.batch_sizes for s in session.inputs
             if (v := feed(s, b, mine)) is not None}
 

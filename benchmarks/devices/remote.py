@@ -48,6 +48,7 @@ class Job:
     # Inputs the user gave (bench --inputs / --value), built here for each batch size:
     # "b<batch>:<input>" -> the array the device feeds as it is.
     given: dict[str, np.ndarray] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] | None = None   # this file's --shape (None: the settings' own)
 
 
 @dataclass
@@ -233,7 +234,8 @@ class DeviceSession:
                     "settings": {"threads": threads, "batch_sizes": list(cfg.batch_sizes), "warmup": cfg.warmup,
                                  "warmup_s": cfg.warmup_s, "runs": cfg.runs, "min_time_s": cfg.min_time_s,
                                  "rounds": rounds, "block": max(1, -(-runs_per_round // BLOCKS)),
-                                 "shapes": {k: list(v) for k, v in cfg.shapes.items()}}},
+                                 "shapes": {k: list(v) for k, v in (cfg.shapes if job.shapes is None
+                                                                    else job.shapes).items()}}},
                     "_sets": sets, "_job": job})
             plan = {"artifacts": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries],
                     "settings": {"rounds": rounds}, "env": dict(self.spec.env),

@@ -257,21 +257,25 @@ def _wait_for(condition, timeout: float) -> None:
 
 
 def test_given_inputs_feed_the_remote_device_as_they_feed_this_machine(capsys, tmp_path, separate_user):
-    """--inputs token ids and a --value scalar reach the device: the file (whose table
-    refuses generated ids) runs there, at two batch sizes, with outputs equal to here."""
+    """--inputs token ids and a --value scalar reach the device: the files (whose table
+    refuses generated ids) run there, each with its own --shape FILE: time axis, with
+    outputs equal to here."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from given_models import VOCAB, audio_model
 
-    model = audio_model(tmp_path / "audio.onnx")
+    rate, plain = audio_model(tmp_path / "audio.onnx"), audio_model(tmp_path / "plain.onnx", with_rate=False)
     ids = np.random.default_rng(2).integers(0, VOCAB, size=(3, 4))
     np.savez(tmp_path / "ids.npz", ids=ids, state=np.full((2, 3), 0.5, np.float32))
     devices, _ = inventory(tmp_path, separate_user, threads=1)
     out = tmp_path / "given.json"
-    code, _, err = cli(capsys, "bench", model, "--device", "loop", "--device", "local", "--devices", devices,
-                       "--inputs", tmp_path / "ids.npz", "--value", "sample_rate=16000", "--shape", "audio=2x64",
-                       "--batch", "1,2", "--runs", "5", "--warmup", "1", "--json", out)
+    code, _, err = cli(capsys, "bench", rate, plain, "--device", "loop", "--device", "local", "--devices", devices,
+                       "--inputs", tmp_path / "ids.npz", "--value", "sample_rate=16000",
+                       "--shape", "audio.onnx:audio=1x64", "--shape", "plain.onnx:audio=1x32",
+                       "--runs", "5", "--warmup", "1", "--json", out)
     assert code == 0, err
-    rows = {r["device"]: r for r in json.loads(out.read_text())["results"]}
-    assert rows["loop"]["error"] is None and rows["local"]["error"] is None
-    assert [l["batch"] for l in rows["loop"]["metrics"]["latency"]] == [1, 2]
-    assert rows["loop"]["vs_local"]["max_abs"] < 1e-3
+    rows = {(Path(r["file"]).name, r["device"]): r for r in json.loads(out.read_text())["results"]}
+    assert len(rows) == 4 and all(r["error"] is None for r in rows.values()), rows
+    for name in ("audio.onnx", "plain.onnx"):
+        there = rows[(name, "loop")]
+        assert there["metrics"]["latency"][0]["p50_ms"] > 0
+        assert there["vs_local"]["max_abs"] < 1e-3

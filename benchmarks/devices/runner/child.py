@@ -16,18 +16,27 @@ def send(obj):
 
 
 def _run_batched(session, feeds, batch):
+    """Outputs of `feeds` run in chunks of `batch` samples. An input whose array does not
+    hold one row a sample (a state, a scalar the user gave) goes whole to every chunk."""
     import numpy as np
 
-    fixed = [s[1][0] for s in session.inputs if s[1] and isinstance(s[1][0], int) and s[1][0] > 0]
+    # The samples are counted on an input with a symbolic batch axis when there is one.
+    batched = [name for name, shape, _ in session.inputs
+               if name in feeds and shape and not (isinstance(shape[0], int) and shape[0] > 0)]
+    first = feeds[batched[0]] if batched else next(v for v in feeds.values() if np.ndim(v))
+    n = len(first)
+    rows = {k for k, v in feeds.items() if np.ndim(v) and len(v) == n}
+    fixed = [s[1][0] for s in session.inputs
+             if s[0] in rows and s[1] and isinstance(s[1][0], int) and s[1][0] > 0]
     if fixed:
         batch = int(fixed[0])
-    n = len(next(iter(feeds.values())))
     chunks = []
     for start in range(0, n, batch):
-        part = {k: v[start:start + batch] for k, v in feeds.items()}
-        got = len(next(iter(part.values())))
+        part = {k: v[start:start + batch] if k in rows else v for k, v in feeds.items()}
+        got = min(batch, n - start)
         if fixed and got < batch:  # pad the last chunk of a fixed-batch model
-            part = {k: np.concatenate([v, np.repeat(v[-1:], batch - got, axis=0)]) for k, v in part.items()}
+            part = {k: np.concatenate([v, np.repeat(v[-1:], batch - got, axis=0)]) if k in rows else v
+                    for k, v in part.items()}
         chunks.append([o[:got] for o in session.run(part)])
     return [np.concatenate(outs) for outs in zip(*chunks)]
 
