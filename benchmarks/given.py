@@ -156,8 +156,6 @@ def check_names(inputs: list, given: "FileInputs", path: Path) -> None:
 
 def feed(spec, batch: int, given: FileInputs) -> np.ndarray | None:
     """The value of one input at `batch` from what the user gave (None: nothing given)."""
-    from benchmarks.devices.runner.timing import fit_given
-
     if spec.name in given.arrays:
         try:
             return fit_given(spec.shape, batch, spec.dtype, given.arrays[spec.name])
@@ -175,3 +173,27 @@ def feed(spec, batch: int, given: FileInputs) -> np.ndarray | None:
         shape = () if len(spec.shape) == 0 else spec.concrete(batch, given.shapes)
         return np.full(shape, v, dtype=spec.dtype)
     return None
+
+
+def fit_given(shape, batch, dtype, value):
+    """A value the user gave for one input (bench --inputs), fitted to its declared `shape`
+    at `batch`: the whole value for an input without a batch axis (a scalar, a state), else
+    its first `batch` samples (repeated in turn when it has fewer). Dynamic dimensions take
+    the value's own. ValueError names what does not fit."""
+    a = np.asarray(value)
+    if a.ndim != len(shape):
+        raise ValueError("it has shape %s, the input takes rank %d (shape %s)" % (list(a.shape), len(shape),
+                                                                                 list(shape)))
+    fixed = [(axis, d) for axis, d in enumerate(shape) if isinstance(d, int) and d > 0]
+    for axis, d in fixed:
+        if axis > 0 and a.shape[axis] != d:
+            raise ValueError("it has shape %s, the input's axis %d is %d (shape %s)" % (list(a.shape), axis, d,
+                                                                                      list(shape)))
+    if a.ndim:
+        want = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else batch
+        if len(a) == 0:
+            raise ValueError("it holds no samples (shape %s)" % list(a.shape))
+        a = a[np.arange(want) % len(a)]
+    if np.dtype(dtype).kind in "iub" and a.dtype.kind == "f" and np.any(a != np.round(a)):
+        raise ValueError("it holds fractional values, the input takes %s; give whole numbers" % dtype)
+    return np.ascontiguousarray(a.astype(dtype, copy=False))

@@ -48,32 +48,6 @@ def chosen_input(name, dims, dtype, real, rng):
     return generated_input(name, dims, dtype, rng)
 
 
-def fit_given(shape, batch, dtype, value):
-    """A value the user gave for one input (bench --inputs), fitted to its declared `shape`
-    at `batch`: the whole value for an input without a batch axis (a scalar, a state), else
-    its first `batch` samples (repeated in turn when it has fewer). Dynamic dimensions take
-    the value's own. ValueError names what does not fit."""
-    import numpy as np
-
-    a = np.asarray(value)
-    if a.ndim != len(shape):
-        raise ValueError("it has shape %s, the input takes rank %d (shape %s)" % (list(a.shape), len(shape),
-                                                                                 list(shape)))
-    fixed = [(axis, d) for axis, d in enumerate(shape) if isinstance(d, int) and d > 0]
-    for axis, d in fixed:
-        if axis > 0 and a.shape[axis] != d:
-            raise ValueError("it has shape %s, the input's axis %d is %d (shape %s)" % (list(a.shape), axis, d,
-                                                                                      list(shape)))
-    if a.ndim:
-        want = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else batch
-        if len(a) == 0:
-            raise ValueError("it holds no samples (shape %s)" % list(a.shape))
-        a = a[np.arange(want) % len(a)]
-    if np.dtype(dtype).kind in "iub" and a.dtype.kind == "f" and np.any(a != np.round(a)):
-        raise ValueError("it holds fractional values, the input takes %s; give whole numbers" % dtype)
-    return np.ascontiguousarray(a.astype(dtype, copy=False))
-
-
 def concrete_shape(name, shape, batch, shapes):
     """A declared shape with its symbolic leading axis set to `batch` (None when another
     axis is symbolic and `shapes` does not fix it)."""
