@@ -73,8 +73,7 @@ class OnnxTarget(Target):
 
     def export(self, model: "Model", variant: "QuantVariant | None", out: Path, options: "TargetOptions | dict",
                calibration: "Dataset | None", base: Artifact | None = None) -> Artifact:
-        from targets.onnx.runtime import check_onnx_file, external_data_files
-
+        from targets.onnx.runtime import check_onnx_file, external_data_files, op_histogram
         from targets.onnx.source import OnnxFileModel
 
         opts = self.options(options)
@@ -128,7 +127,7 @@ class OnnxTarget(Target):
                 meta["ort_fused_ops"] = fused_op_types(staged)
             check_onnx_file(staged)
             companions = external_data_files(staged)
-            meta["op_types"] = _op_histogram(staged)
+            meta["op_types"] = op_histogram(staged)
             publish({staged: final, **{c: final.parent / c.name for c in companions}})
         return Artifact(target=self.name, label=variant.label if variant else "fp32",
                         precision=variant.precision if variant else "fp32", path=final,
@@ -198,12 +197,3 @@ def _compact(path: Path, int8: bool, meta: dict, keep_scopes: bool = False) -> N
     # The fp32 graph keeps its nodes' module paths: int8 lowerings exclude layers by module name.
     compact_file(path, rename_tensors=rename, keep_scopes=keep_scopes)
     meta["compacted"] = "debug info, shapes, zero weight zero-points, tensor names" if rename else "debug info, shapes"
-
-
-def _op_histogram(path: Path) -> dict[str, int]:
-    import onnx
-
-    counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))

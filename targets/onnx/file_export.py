@@ -49,7 +49,7 @@ def export_file_fp32(model: OnnxFileModel, out: Path, external_data: bool | None
         onnx.save(proto, str(named), save_as_external_data=external, all_tensors_to_one_file=True,
                   location="named.onnx.data" if external else None, size_threshold=1024)
         how = _preprocess(named, staged, external, f"{final.name}.data")
-        from targets.onnx.runtime import check_onnx_file, external_data_files
+        from targets.onnx.runtime import check_onnx_file, external_data_files, op_histogram
 
         check_onnx_file(staged)
         companions = external_data_files(staged)
@@ -57,8 +57,7 @@ def export_file_fp32(model: OnnxFileModel, out: Path, external_data: bool | None
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     meta = {"source_file": str(model.path), "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
             "opset": opset, "dynamic_batch": model.dynamic_batch, "output_names": list(model.output_names),
-            "preprocess": how, "external_data": external, "op_types": _histogram(onnx.load(str(final),
-                                                                                            load_external_data=False))}
+            "preprocess": how, "external_data": external, "op_types": op_histogram(final)}
     return Artifact(target="onnx", label="fp32", precision="fp32", path=final,
                     extra_files=[final.parent / c.name for c in companions], meta=meta)
 
@@ -121,10 +120,3 @@ def _preprocess(src: Path, dst: Path, external: bool, location: str) -> str:
         name_nodes(proto.graph)
         onnx.save(proto, str(dst))
     return how
-
-
-def _histogram(proto) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))

@@ -68,7 +68,6 @@ def check_onnx_file(path: Path) -> None:
     graph with no opset are checked explicitly before the full checker runs.
     """
     import onnx
-    from google.protobuf.message import DecodeError
 
     if path.is_dir():
         raise ArtifactError(f"{path} is a directory, not an .onnx file; give the model file")
@@ -76,14 +75,7 @@ def check_onnx_file(path: Path) -> None:
         raise ArtifactError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ArtifactError(f"{path}: the file is empty (0 bytes); re-export the model")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise ArtifactError(f"{path}: not an ONNX model (cannot parse: {first_line(e)}); "
-                            "the file may be truncated or of another format") from None
-    if not proto.opset_import or proto.ir_version == 0 or len(proto.graph.node) == 0:
-        raise ArtifactError(f"{path}: not an ONNX model (no graph, opset or IR version); "
-                            "the file may be truncated or of another format")
+    proto = read_onnx(path)
     for init in proto.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
             loc = {e.key: e.value for e in init.external_data}.get("location", "")
@@ -93,6 +85,34 @@ def check_onnx_file(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
         raise ArtifactError(f"{path}: the ONNX checker rejects it ({first_line(e)})") from None
+
+
+def read_onnx(path: Path, error: type = ArtifactError, where: str | None = None):
+    """The ModelProto at `path` (external data not loaded), or one `error` line naming
+    `where`: a file that does not parse, or holds no graph, opset or IR version."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    where = where or str(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise error(f"{where}: not an ONNX model (cannot parse: {first_line(e)[:200]}); the file may be "
+                    "truncated or of another format") from None
+    if not proto.opset_import or proto.ir_version == 0 or len(proto.graph.node) == 0:
+        raise error(f"{where}: not an ONNX model (no graph, opset or IR version); the file may be truncated or "
+                    "of another format")
+    return proto
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    """How many nodes of each op type the graph at `path` has."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def external_data_files(path: Path) -> list[Path]:

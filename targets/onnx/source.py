@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 # The node kinds the fallback may keep in float: those carrying the weights int8 is for.
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "GRU")
-# Leading bytes of the formats people hand over by mistake, and what to say about each.
 # What to say of a file of another format given as ONNX.
 _GIVE_AS = {"tflite": "not ONNX; give it as 'model: {tflite: ...}'", "hdf5": "not ONNX; give it as 'model: {keras: ...}'"}
 
@@ -122,7 +121,8 @@ def load_onnx_model(spec: "ModelSpec", base_dir: Path, options, variants: list["
 def read_checked(path: Path):
     """The file's ModelProto (external data not loaded), or one line saying why not."""
     import onnx
-    from google.protobuf.message import DecodeError
+
+    from targets.onnx.runtime import read_onnx
 
     where = f"model.onnx {path}"
     regular_file(path, where, "fix 'model.onnx' in the recipe", "export the model again")
@@ -130,14 +130,10 @@ def read_checked(path: Path):
     if kind not in (None, "onnx", "text"):
         hint = _GIVE_AS.get(kind, "not ONNX; give the .onnx model")
         raise ModelLoadError(f"{where}: this is {NAMES[kind]}, {hint}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise ModelLoadError(f"{where}: not an ONNX model (cannot parse: {first_line(e)[:200]}); the file may be "
-                             "truncated or of another format") from None
-    if not proto.opset_import or proto.ir_version == 0 or len(proto.graph.node) == 0 or not proto.graph.output:
-        raise ModelLoadError(f"{where}: not an ONNX model (no graph, opset or IR version); the file may be "
-                             "truncated or of another format")
+    proto = read_onnx(path, ModelLoadError, where)
+    if not proto.graph.output:
+        raise ModelLoadError(f"{where}: not an ONNX model (no graph outputs); the file may be truncated or of "
+                             "another format")
     check_external_data(path, proto)
     try:
         onnx.checker.check_model(str(path), full_check=True)

@@ -159,11 +159,7 @@ def _widen(old: dict, new: dict) -> dict:
 
 def _samples(calibration: "Dataset", model: "TfliteFileModel", limit: int) -> list[dict[str, np.ndarray]]:
     """Calibration batches the file takes: its batch size when fixed, else one sample each."""
-    from targets.tflite.runtime import LiteSession
-    from targets.base import Device
-
-    session = LiteSession(model.path, Device(), 1, signature=model.signature)
-    batch = next((int(s.shape[0]) for s in session.inputs if not s.batch_dynamic), 1)
+    batch = next((int(s.shape[0]) for s in model.session().inputs if not s.batch_dynamic), 1)
     dtypes = {s.name: s.dtype for s in model.inputs}
     n = min(limit, len(calibration))
     arrays = {k: np.asarray(v[:n]) for k, v in calibration.inputs.items() if k in dtypes}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compressor.config.model import DTYPES
 from compressor.formats import NAMES, head, kind_of, regular_file
 from compressor.errors import ArtifactError, CompressorError, ModelLoadError, RecipeError, UnsupportedOpError
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from compressor.config.recipe import InputSpec, ModelSpec
 
 FILE_MODES = ("static", "dynamic", "fp16", "weight_only")
-_INPUT_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 
 
 @dataclass
@@ -43,14 +43,20 @@ class TfliteFileModel:
     framework: str = "tflite"
     _session: object = field(default=None, repr=False)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from targets.base import Device, run_batched
+    def session(self):
+        """The file open on LiteRT (opened once: the reference runs and calibration share it)."""
+        from targets.base import Device
         from targets.tflite.runtime import LiteSession
 
         if self._session is None:
             self._session = LiteSession(self.path, Device(), 2, signature=self.signature)
+        return self._session
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from targets.base import run_batched
+
         n = len(next(iter(feeds.values())))
-        return run_batched(self._session, feeds, max(n, 1))  # the session names a missing input
+        return run_batched(self.session(), feeds, max(n, 1))  # the session names a missing input
 
     def example_feeds(self, batch: int) -> dict[str, np.ndarray]:
         """Deterministic synthetic inputs of the file's shapes (when there is no evaluation data)."""
@@ -88,7 +94,7 @@ def load_tflite_model(spec: "ModelSpec", base_dir: Path, options, variants: list
     from targets.tflite.runtime import LiteSession
 
     try:
-        session = LiteSession(path, Device(), 1, signature=opts.signature)
+        session = LiteSession(path, Device(), 2, signature=opts.signature)
     except CompressorError as e:
         raise ModelLoadError(f"model.tflite {path}: {e}") from None
     quantized = quantized_kind(path)
@@ -105,7 +111,8 @@ def load_tflite_model(spec: "ModelSpec", base_dir: Path, options, variants: list
                                  "re-convert the model with one, or use mode: dynamic")
     check_exclusions(path, variants)
     return TfliteFileModel(path=path, inputs=inputs, output_names=outputs, file_outputs=file_outputs,
-                           source=str(spec.tflite), signature=session.signature, quantized=quantized)
+                           source=str(spec.tflite), signature=session.signature, quantized=quantized,
+                           _session=session)
 
 
 def check_variant(variant: "QuantVariant") -> None:
@@ -235,9 +242,9 @@ def _inputs(path: Path, specs, given: list["InputSpec"] | None) -> list["InputSp
     out = []
     for s in specs:
         dtype = s.dtype
-        if dtype not in _INPUT_DTYPES:
+        if dtype not in DTYPES:
             raise ModelLoadError(f"{path.name}: input {s.name!r} is {dtype}, which the recipe's data cannot feed "
-                                 f"(it takes {', '.join(_INPUT_DTYPES)})")
+                                 f"(it takes {', '.join(DTYPES)})")
         g = over.get(s.name)
         if g is not None:
             if len(g.shape) != len(s.shape) or any(isinstance(d, int) and d != w for d, w in zip(s.shape, g.shape)):
