@@ -88,6 +88,9 @@ def comment_markdown(report: dict, baseline: dict | None, checks: list[Check]) -
             f"{_delta(acc, b.get('accuracy') if b else None, False, pct=False, tolerance=0.0005)} |")
     if baseline is None:
         lines += ["", "_No baseline given: deltas are blank._"]
+    from benchmarks.recommend import markdown as recommended_markdown
+
+    lines += recommended_markdown(report)
     lines += ["", checks_markdown(checks)]
     return "\n".join(lines)
 

@@ -107,7 +107,44 @@ def evaluate(report: dict, spec: BudgetsSpec, baseline: dict | None = None) -> l
             if _selects(sel, row):
                 checks += _check_row(row, limits, batch, spec, base_rows.get(row["name"]),
                                      emulated=row_emulated(report, row))
+    if spec.recommended is not None:
+        checks += _check_recommended(report, spec, checks)
     return checks
+
+
+def _check_recommended(report: dict, spec: BudgetsSpec, checks: list[Check]) -> list[Check]:
+    """The recommendation of each device the budgets name (default all): it exists (an
+    artifact passed validation and the limits) and reaches `recommended`'s limits."""
+    import fnmatch
+
+    from benchmarks.recommend import recommend
+
+    got = recommend(report, failed={c.artifact for c in checks if not c.passed})
+    wanted = [d for d in device_names(report) if any(fnmatch.fnmatchcase(d, p) for p in spec.recommended.devices)]
+    exact = [p for p in spec.recommended.devices if not any(c in p for c in "*?[")]
+    for p in exact:
+        if p not in device_names(report):
+            raise RecipeError(f"budgets.recommended names device {p!r}, which the report does not have "
+                              f"(it has: {', '.join(device_names(report)) or 'no devices'})")
+    out = []
+    for device in wanted:
+        entry = got.get(device)
+        name = f"recommended on {device}"
+        for key, limit in spec.recommended.given().items():
+            if entry is None or entry.get("artifact") is None:
+                why = (entry or {}).get("why", "nothing was measured there")
+                skip = entry is not None and "qemu" in why
+                out.append(Check(name, key, limit, None, skip, f"skipped: {why}" if skip else why))
+            elif key == "min_speedup":
+                if entry.get("speedup") is None:
+                    raise RecipeError(f"budgets.recommended.min_speedup on {device}: the run measured no fp32 "
+                                      "artifact there to compare with; add fp32 to the run or drop the limit")
+                out.append(Check(name, key, limit, entry["speedup"], entry["speedup"] >= limit,
+                                 f"{entry['artifact']} against {entry['fastest_fp32']}, batch {entry['batch']}"))
+            else:
+                out.append(Check(name, key, limit, entry["p50_ms"], entry["p50_ms"] <= limit,
+                                 f"{entry['artifact']}, batch {entry['batch']}"))
+    return out
 
 
 def _selects(sel: str, row: dict) -> bool:

@@ -24,7 +24,7 @@ def run_gate(report: dict, spec: BudgetsSpec, baseline_path: Path | None = None,
     checks = evaluate(report, spec, baseline)
     if not checks:
         raise RecipeError("the budgets select no artifact of this report; check the selectors "
-                          f"({', '.join(spec.limits)})")
+                          f"({', '.join(spec.limits) or 'recommended.devices: ' + ', '.join(spec.recommended.devices)})")
     if junit:
         write_text(junit, ci_outputs.junit_xml(checks, f"compressor.gate.{report['name']}"))
     if json_out:

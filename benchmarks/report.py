@@ -140,6 +140,9 @@ def to_markdown(report: dict) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header) - 1)) + "|---|")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    from benchmarks.recommend import markdown as recommended_markdown
+
+    lines += recommended_markdown(report)
     extra = [b for b in report["benchmark"]["batch_sizes"][1:]]
     if extra:
         lines += ["", "Latency at other batch sizes (p50 ms / samples per second):", "",
@@ -227,6 +230,10 @@ def print_table(report: dict, console=None) -> None:
             console.print(f"[yellow]{r['name']}: {note}[/yellow]")
     if has_devices(report):
         print_devices(report, console)
+    from benchmarks.recommend import lines as recommended_lines
+
+    for text in recommended_lines(report):
+        console.print(f"[bold]{text}[/bold]", highlight=False, soft_wrap=True)
 
 
 def _main_table(report: dict, header: list[str], keep: list[str]):

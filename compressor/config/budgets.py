@@ -74,10 +74,42 @@ class LatencyPolicy(Strict):
                             "baseline's: 50 is the median; lower values also ignore stretches of a busy machine")
 
 
+class Recommended(Strict):
+    """What the artifact a run recommends for each device (the fastest that passed
+    validation and every other budget) must reach."""
+
+    min_speedup: Float | None = Field(None, gt=0, le=1000, description="times faster than the fastest fp32 artifact "
+                                      "of any target on the same device")
+    max_p50_ms: Float | None = Field(None, gt=0, le=MAX_MS, description="milliseconds")
+    devices: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=1000,
+                               description="devices (names or wildcards) that must have a recommendation; "
+                               "default every device the run measured")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> "Recommended":
+        if self.min_speedup is None and self.max_p50_ms is None:
+            raise ValueError("recommended: name min_speedup or max_p50_ms (or both)")
+        for d in self.devices:
+            if not DEVICE_PATTERN.fullmatch(d):
+                raise ValueError(f"recommended.devices: {d!r} is not a device name or a wildcard")
+        return self
+
+    def given(self) -> dict[str, float]:
+        return {k: float(v) for k in ("min_speedup", "max_p50_ms") if (v := getattr(self, k)) is not None}
+
+
 class BudgetsSpec(Strict):
     baseline: UserPath | None = Field(None, description="baseline report.json for regression limits")
     latency: LatencyPolicy = LatencyPolicy()
-    limits: dict[str, Limits] = Field(min_length=1, max_length=1000)
+    limits: dict[str, Limits] = Field(default_factory=dict, max_length=1000)
+    recommended: Recommended | None = Field(None, description="limits on the artifact the run recommends per device "
+                                            "(the fastest that passed validation and the limits)")
+
+    @model_validator(mode="after")
+    def _something(self) -> "BudgetsSpec":
+        if not self.limits and self.recommended is None:
+            raise ValueError("budgets: give 'limits' (selector -> limits) or 'recommended' (or both)")
+        return self
 
     @field_validator("limits")
     @classmethod

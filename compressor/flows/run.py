@@ -299,6 +299,7 @@ def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
     from benchmarks import report as reports
     from benchmarks.html import write_html
 
+    report["recommended"] = _recommendation(ctx.recipe, report, baseline)
     write_json(ctx.out / "report.json", report)
     write_text(ctx.out / "report.md", reports.to_markdown(report))
     write_html(ctx.out / "report.html", report)
@@ -312,6 +313,28 @@ def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
                                                                            if r.device == "local"]))
     rundir.finish()
     return verdict
+
+
+def _recommendation(recipe: Recipe, report: dict, baseline: Path | None) -> dict:
+    """Per device, the fastest artifact that passed validation and, with budgets, every
+    limit that selects it. Budgets that cannot be evaluated (a bad baseline, a name the
+    report lacks) leave the rows as they are: the gate says what is wrong right after."""
+    from benchmarks.recommend import recommend
+
+    failed: set[str] = set()
+    spec = recipe.budgets
+    if spec is not None and spec.limits:
+        from benchmarks.gate import evaluate
+        from benchmarks.report_read import load_report
+
+        try:
+            path = baseline or (recipe.resolve(spec.baseline) if spec.baseline is not None else None)
+            rows_only = spec.model_copy(update={"recommended": None})
+            checks = evaluate(report, rows_only, load_report(path, "baseline") if path else None)
+            failed = {c.artifact for c in checks if not c.passed}
+        except CompressorError:
+            pass
+    return recommend(report, failed)
 
 
 def _load_source(recipe: Recipe):

@@ -169,3 +169,26 @@ def test_recipe_budgets_gate_the_run_with_exit_1(tmp_path, capsys):
     assert "FAIL onnx/fp32: max_size 1.0 KB, measured" in out
     assert err.strip().startswith("compressor: error: 1 budget exceeded")
     assert {"gate.xml", "gate.json", "gate.md", "report.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_the_run_recommends_the_fastest_validated_artifact_and_the_gate_holds_it(tmp_path, capsys, report):
+    from compressor.flows.cli import main
+
+    rec = report["recommended"]["local"]
+    measured = {r["name"]: next(l["p50_ms"] for l in r["metrics"]["latency"] if l["batch"] == 1)
+                for r in report["artifacts"]}
+    assert rec["artifact"] == min(measured, key=measured.get)
+    assert rec["fastest_fp32"] == "onnx/fp32" and rec["speedup"] == pytest.approx(measured["onnx/fp32"] /
+                                                                                 measured[rec["artifact"]])
+    # budgets: every int8 row over a 1 KB limit, so the recommendation moves off int8 and
+    # the gate fails the 1000x speedup asked of it, naming what it compared
+    recipe = RECIPE + "budgets:\n  limits:\n    '*/int8': {max_size: 1KB}\n  recommended: {min_speedup: 1000}\n"
+    (tmp_path / "r.yaml").write_text(recipe)
+    assert main(["run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    out, _ = capsys.readouterr()
+    got = json.loads((tmp_path / "run" / "report.json").read_text())["recommended"]["local"]
+    assert got["artifact"] in ("onnx/fp32", "onnx/fp16") and got["over_budget"] == ["onnx/int8-static"]
+    assert re.search(r"FAIL recommended on local: min_speedup 1000x, measured [0-9.]+x, under by [0-9.]+% \(onnx/fp", out)
+    assert f"recommended on local: {got['artifact']}" in out
+    gate = json.loads((tmp_path / "run" / "gate.json").read_text())
+    assert any(c["artifact"] == "recommended on local" for c in gate["checks"])
