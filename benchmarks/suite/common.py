@@ -8,6 +8,11 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
 
 def parser(doc: str, runs: int = 60) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -65,3 +70,21 @@ def int8_misses(r: dict, speedups: dict[str, float], max_size_ratio: float) -> l
     if r["size_ratio"] > max_size_ratio:
         missed.append(f"{r['model']}: int8 size ratio {r['size_ratio']:.3f} > {max_size_ratio}")
     return missed
+
+
+def natural_images(n: int, size: int, seed: int) -> np.ndarray:
+    """Images with natural images' 1/f amplitude spectrum and correlated colours, in
+    [0, 1], then ImageNet-normalised (what torchvision models are built to take)."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    falloff = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size)
+    out = np.empty((n, 3, size, size), dtype=np.float32)
+    for i in range(n):
+        luma = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * falloff, s=(size, size))
+        chroma = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((2, size, size))) * falloff ** 1.3, s=(size, size))
+        luma, chroma = luma / luma.std(), chroma / chroma.std(axis=(1, 2), keepdims=True)
+        rgb = np.stack([luma + 0.3 * chroma[0], luma - 0.2 * chroma[0] + 0.2 * chroma[1], luma - 0.3 * chroma[1]])
+        img = 0.45 + rng.uniform(-0.1, 0.1) + rng.uniform(0.12, 0.25) * rgb
+        out[i] = (np.clip(img, 0, 1) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
+    return out

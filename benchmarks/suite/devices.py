@@ -46,7 +46,7 @@ def artifacts(work: Path) -> dict[str, Path]:
 
     torch.manual_seed(0)
     model = Model(module=torchvision.models.resnet18().eval(), inputs=[InputSpec(name="input", shape=[1, 3, 224, 224])])
-    calib = Dataset({"input": torch.randn(16, 3, 224, 224).numpy()})
+    calib = Dataset({"input": common.natural_images(16, 224, seed=0)})
     out = {}
     for tname in ("onnx", "tflite"):
         t = targets.get(tname)

@@ -51,7 +51,7 @@ def run_pair(name: str, tname: str, args) -> dict:
     import torch
 
     import targets
-    from benchmarks.suite.int8_sweep import natural_images
+    from benchmarks.suite.common import natural_images
     from compressor.config.quantize import FallbackSpec, QuantVariant
     from compressor.config.recipe import InputSpec, ModelSpec
     from compressor.data import Dataset

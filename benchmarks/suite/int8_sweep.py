@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.suite import common
+from benchmarks.suite.common import natural_images
 
 MIN_COSINE = 0.99
 TARGETS = ("onnx", "tflite", "torchscript")
@@ -43,8 +44,6 @@ CALIB_IMAGES = 32
 VAL_IMAGES = 16
 WARMUP = 5
 ARCH_TIMEOUT_S = 1800  # one architecture on every target, fallback included
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -99,24 +98,6 @@ ARCHS: dict[str, Arch] = {
     "vit": Arch(_vit, 112, 112, "torchvision VisionTransformer, patch 16, 4 layers, width 192, 3 heads"),
     "swin": Arch(_swin, 112, 112, "torchvision SwinTransformer, embed 48, depths 2-2-2-2, window 7"),
 }
-
-
-def natural_images(n: int, size: int, seed: int) -> np.ndarray:
-    """Images with natural images' 1/f amplitude spectrum and correlated colours, in
-    [0, 1], then ImageNet-normalised (what torchvision models are built to take)."""
-    rng = np.random.default_rng(seed)
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.rfftfreq(size)[None, :]
-    falloff = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size)
-    out = np.empty((n, 3, size, size), dtype=np.float32)
-    for i in range(n):
-        luma = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * falloff, s=(size, size))
-        chroma = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((2, size, size))) * falloff ** 1.3, s=(size, size))
-        luma, chroma = luma / luma.std(), chroma / chroma.std(axis=(1, 2), keepdims=True)
-        rgb = np.stack([luma + 0.3 * chroma[0], luma - 0.2 * chroma[0] + 0.2 * chroma[1], luma - 0.3 * chroma[1]])
-        img = 0.45 + rng.uniform(-0.1, 0.1) + rng.uniform(0.12, 0.25) * rgb
-        out[i] = (np.clip(img, 0, 1) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]
-    return out
 
 
 def latencies(sessions: dict[str, object], x: np.ndarray, runs: int) -> dict[str, tuple[float, float]]:

@@ -55,8 +55,7 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
     torch.manual_seed(0)
     module = getattr(torchvision.models, name)().eval()
     model = Model(module=module, inputs=[InputSpec(name="input", shape=[1, 3, 224, 224])])
-    rng = np.random.default_rng(0)
-    calib = rng.standard_normal((32, 3, 224, 224), dtype=np.float32)
+    calib = common.natural_images(32, 224, seed=0)  # realistic ranges: the speed users get (see runtimes)
     onnx_t = targets.get("onnx")
     fp32 = onnx_t.export(model, None, work / f"{name}.fp32", {}, None)
     int8 = onnx_t.export(model, QuantVariant(mode="static"), work / f"{name}.int8", {},
@@ -76,7 +75,7 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
             sizes[key] = m.size_bytes
     med = {k: float(np.median(v)) for k, v in p50.items()}
 
-    x = rng.standard_normal((8, 3, 224, 224), dtype=np.float32)
+    x = common.natural_images(8, 224, seed=1)
     s32 = onnx_t.open_session(fp32.path, targets.Device(), threads)
     s8 = onnx_t.open_session(int8.path, targets.Device(), threads)
     r = np.concatenate([s32.run({"input": x[i:i + 1]})[0] for i in range(len(x))])

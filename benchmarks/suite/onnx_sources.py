@@ -45,7 +45,7 @@ from targets.tflite.keras import tensorflow
 tf = tensorflow()
 import tf2onnx
 tf.keras.utils.set_random_seed(0)
-from benchmarks.suite.int8_sweep import natural_images
+from benchmarks.suite.common import natural_images
 m = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
 # Random init shrinks MobileNetV2's activations to ~1e-11 by the logits; BatchNorm statistics
 # taken from one batch of images (momentum 0) keep every layer at unit scale, as training does.

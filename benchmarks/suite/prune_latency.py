@@ -74,7 +74,7 @@ def bench_model(name: str, work: Path, runs: int, threads: int, rounds: int) -> 
     search_s = time.perf_counter() - t0
 
     onnx_t = targets.get("onnx")
-    calib = Dataset({"input": np.random.default_rng(0).standard_normal((32, 3, 224, 224), dtype=np.float32)})
+    calib = Dataset({"input": common.natural_images(32, 224, seed=0)})
     arts = {"dense": onnx_t.export(Model(module=dense, inputs=inputs), None, work / f"{name}.dense", {}, None),
             "by_hand": onnx_t.export(Model(module=hand, inputs=inputs), None, work / f"{name}.hand", {}, None),
             "ours": onnx_t.export(ours, None, work / f"{name}.ours", {}, None)}

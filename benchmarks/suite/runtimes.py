@@ -70,7 +70,7 @@ def build_model(name: str, work: Path, tnames: list[str], say) -> tuple[dict, di
     import torchvision
 
     import targets
-    from benchmarks.suite.int8_sweep import natural_images
+    from benchmarks.suite.common import natural_images
     from compressor.config.quantize import FallbackSpec, QuantVariant
     from compressor.config.recipe import InputSpec
     from compressor.data import Dataset

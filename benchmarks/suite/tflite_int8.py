@@ -73,13 +73,14 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
     torch.manual_seed(0)
     module = getattr(torchvision.models, name)().eval()
     model = Model(module=module, inputs=[InputSpec(name="input", shape=[1, 3, 224, 224])])
-    calib = [torch.randn(1, 3, 224, 224) for _ in range(16)]  # the anchor's calibration, for both
+    # the anchor's calibration, for both: realistic ranges, the speed users get (see runtimes)
+    calib = [torch.from_numpy(c[None]) for c in common.natural_images(16, 224, seed=0)]
     t = targets.get("tflite")
     fp32 = t.export(model, None, work / f"{name}.fp32", {}, None)
     int8 = t.export(model, QuantVariant(mode="static", calibration_samples=16), work / f"{name}.int8", {},
                     Dataset({"input": torch.cat(calib).numpy()}), base=fp32)
     hand = work / f"{name}.by_hand_int8.tflite"
-    by_hand_int8(module, torch.randn(1, 3, 224, 224), calib, hand)
+    by_hand_int8(module, calib[0], calib, hand)
 
     cfg = BenchConfig(threads=threads, runs=runs, warmup=10, warmup_s=0.5, isolate=True, keep_samples=False)
     p50: dict[str, list[float]] = {"fp32": [], "int8": [], "by_hand": [], "tool_fp32": [], "tool_int8": []}
@@ -95,7 +96,7 @@ def bench_model(name: str, work: Path, runs: int, threads: int) -> dict:
                 p50[f"tool_{key}"].append(litert_benchmark(path, threads, runs))
     med = {k: float(np.median(v)) for k, v in p50.items()}
 
-    x = np.random.default_rng(0).standard_normal((8, 3, 224, 224), dtype=np.float32)
+    x = common.natural_images(8, 224, seed=1)
     s32, s8 = (t.open_session(a.path, targets.Device(), threads) for a in (fp32, int8))
     r = np.concatenate([s32.run({"input": x[i:i + 1]})[0] for i in range(len(x))])
     q = np.concatenate([s8.run({"input": x[i:i + 1]})[0] for i in range(len(x))])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks.suite import int8_sweep as sweep
+from benchmarks.suite import common
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def test_natural_images_are_deterministic_normalised_and_low_frequency_heavy():
     a, b = sweep.natural_images(4, 64, seed=0), sweep.natural_images(4, 64, seed=0)
     assert a.shape == (4, 3, 64, 64) and a.dtype == np.float32 and np.array_equal(a, b)
     assert not np.array_equal(a, sweep.natural_images(4, 64, seed=1))
-    pixels = a * sweep.IMAGENET_STD[:, None, None] + sweep.IMAGENET_MEAN[:, None, None]
+    pixels = a * common.IMAGENET_STD[:, None, None] + common.IMAGENET_MEAN[:, None, None]
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6 and 0.3 < pixels.mean() < 0.6
     # 1/f amplitude: every octave holds about the same energy, so the disc of the lowest
     # frequencies (radius 1/16, about 1% of the spectrum) holds a large share (white noise: ~1%).
