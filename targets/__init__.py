@@ -52,6 +52,8 @@ BUILTIN = (
     ("targets.pt2", "ExportedProgramTarget"),
     ("targets.pt2", "AotInductorTarget"),
     ("targets.tflite", "TFLiteTarget"),
+    ("targets.openvino", "OpenVinoTarget"),
+    ("targets.executorch", "ExecuTorchTarget"),
 )
 
 
