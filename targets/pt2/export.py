@@ -101,35 +101,18 @@ def unshare_stateless_modules(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | None,
-              for_inductor: bool = False, dynamic_batch: bool = True) -> tuple[torch.nn.Module, dict]:
+              for_inductor: bool = False, dynamic_batch: bool = True,
+              quantizer=None) -> tuple[torch.nn.Module, dict]:
     """prepare_pt2e -> calibrate -> convert_pt2e with the X86InductorQuantizer: the graph
-    Inductor lowers to oneDNN int8 kernels (quantize/dequantize pairs it fuses away)."""
+    Inductor lowers to oneDNN int8 kernels (quantize/dequantize pairs it fuses away).
+    `quantizer`, when given, is another lowering's PT2E quantizer with its float scopes
+    already set (the executorch target's XNNPACK one); the calibration is the same."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
     if calibration is None or len(calibration) == 0:
         raise DataError(f"static int8 ({v.label}) needs calibration data: add 'data: {{calibration: ...}}' "
                         "to the recipe")
-    config = xiq.get_default_x86_inductor_quantization_config()
-    if v.calibration == "minmax":  # the default is a HistogramObserver: keep it for percentile/entropy
-        config = _with_minmax(config)
-    from compressor.layers import check_module_names, module_types
-    from compressor.qat.quantizers import x86_quantizer
-
-    quantizer = x86_quantizer().set_global(config)
-    check_module_names(model.module, v.exclude, "pt2")
-    for name in v.exclude:  # an op fused into a convolution's int8 pattern follows that convolution
-        quantizer.set_module_name_qconfig(name, None)
-
-    for cls in module_types(model.module, v.exclude_ops, "pt2"):
-        quantizer.set_module_type_qconfig(cls, None)
-    # Inductor's int8 convolution misreads a one-channel input (an NCHW tensor with C=1
-    # is also channels-last; torch 2.14): the digits CNN compiled to 12% top-1. Such a
-    # layer stays float where Inductor will compile the graph.
-    one_channel = [n for n, m in model.module.named_modules()
-                   if for_inductor and isinstance(m, torch.nn.Conv2d) and m.in_channels == 1]
-    for name in one_channel:
-        quantizer.set_module_name_qconfig(name, None)
+    quantizer, one_channel = (_x86_quantizer(model, v, for_inductor) if quantizer is None else (quantizer, []))
     try:
         with quiet():
             from compressor.quant.pt2e_guard import unfold_shared_conv_bn
@@ -151,6 +134,33 @@ def pt2e_int8(program, model: Model, v: QuantVariant, calibration: Dataset | Non
                        "calibration_samples": len(data), "weights": "int8 symmetric per-channel",
                        "activations": "uint8 asymmetric", "excluded": list(v.exclude),
                        "float_one_channel_convolutions": one_channel}
+
+
+def _x86_quantizer(model: Model, v: QuantVariant, for_inductor: bool):
+    """The X86InductorQuantizer for `v`, and the one-channel convolutions it keeps float."""
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    config = xiq.get_default_x86_inductor_quantization_config()
+    if v.calibration == "minmax":  # the default is a HistogramObserver: keep it for percentile/entropy
+        config = _with_minmax(config)
+    from compressor.layers import check_module_names, module_types
+    from compressor.qat.quantizers import x86_quantizer
+
+    quantizer = x86_quantizer().set_global(config)
+    check_module_names(model.module, v.exclude, "pt2")
+    for name in v.exclude:  # an op fused into a convolution's int8 pattern follows that convolution
+        quantizer.set_module_name_qconfig(name, None)
+
+    for cls in module_types(model.module, v.exclude_ops, "pt2"):
+        quantizer.set_module_type_qconfig(cls, None)
+    # Inductor's int8 convolution misreads a one-channel input (an NCHW tensor with C=1
+    # is also channels-last; torch 2.14): the digits CNN compiled to 12% top-1. Such a
+    # layer stays float where Inductor will compile the graph.
+    one_channel = [n for n, m in model.module.named_modules()
+                   if for_inductor and isinstance(m, torch.nn.Conv2d) and m.in_channels == 1]
+    for name in one_channel:
+        quantizer.set_module_name_qconfig(name, None)
+    return quantizer, one_channel
 
 
 def _calibration_batches(data: Dataset, model: Model, dynamic_batch: bool):
