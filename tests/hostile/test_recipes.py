@@ -454,7 +454,7 @@ def test_exponent_floats_without_a_dot_are_numbers():
     ("limits:\n  '*': {max_size: 2EiB}\n", "limits.*.max_size: must be less than or equal to"),
     ("limits:\n  '*': {min_speedup: -1}\n", "min_speedup: must be greater than 0"),
     ("limits:\n  '*': {}\n", "limits.*: no limit given"),
-    ("limits: {}\n", "limits: Dictionary should have at least 1 item"),
+    ("limits: {}\n", "budgets: give 'limits' (selector -> limits) or 'recommended' (or both)"),
     ("latency: {resamples: 1000000000000}\nlimits: {'*': {max_size: 1MB}}\n",
      "latency.resamples: must be less than or equal to"),
     ("latency: {quantile: 100}\nlimits: {'*': {max_size: 1MB}}\n", "latency.quantile: must be less than 100"),
