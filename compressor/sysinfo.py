@@ -11,7 +11,7 @@ from importlib import metadata
 LIBRARIES = ("compressor", "torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxruntime",
              "onnxruntime-gpu", "numpy", "scikit-learn", "safetensors", "pydantic", "pyyaml",
              "tensorflow", "tensorflow-cpu", "ai-edge-litert", "litert-torch", "torch-pruning",
-             "neural-compressor-pt", "optuna")
+             "neural-compressor-pt", "optuna", "openvino", "nncf", "executorch")
 # The CPU flags that decide which int8/fp16 kernels a runtime can use.
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
                 "amx_int8", "amx_bf16", "avx512_fp16", "f16c", "asimd", "asimddp", "i8mm", "sve")

@@ -141,7 +141,7 @@ def devices_section(runs: dict[str, DeviceRun], devices: list[Device], threads: 
             cpu = sysinfo.cpu_info()
             out["local"] = {"kind": "local", "emulated": False, "arch": cpu["arch"], "cpu": cpu["model"],
                             "cores": cpu["logical_cores"], "runtimes": {k: v for k, v in local_versions.items() if k in
-                                                                        ("onnxruntime", "ai-edge-litert", "torch")},
+                                                                        ("onnxruntime", "ai-edge-litert", "openvino", "executorch", "torch")},
                             "threads": threads, "notes": []}
             continue
         info = runs[d.name].info
@@ -187,7 +187,7 @@ def runtime_differences(there: dict[str, str], here: dict[str, str]) -> list[str
     """Where the device's runtimes are not the ones that validated the artifacts here: the
     same runtime at another version, or another TFLite interpreter altogether."""
     notes = []
-    for family in (("onnxruntime",), ("ai-edge-litert", "tflite-runtime")):
+    for family in (("onnxruntime",), ("ai-edge-litert", "tflite-runtime"), ("openvino",), ("executorch",)):
         a = next(((d, there[d]) for d in family if d in there), None)
         b = next(((d, here[d]) for d in family if d in here), None)
         if a and b and a != b:

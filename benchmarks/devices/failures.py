@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-RUNTIME_OF = {"onnx": ("onnxruntime",), "tflite": ("ai-edge-litert", "tflite-runtime")}
+RUNTIME_OF = {"onnx": ("onnxruntime",), "tflite": ("ai-edge-litert", "tflite-runtime"), "openvino": ("openvino",),
+              "executorch": ("executorch",)}
 
 _ORT_OP = re.compile(r"Could not find an implementation for ([\w.]+)\((\d+)\) node with name|"
                      r"(?:([\w.]+):)?(\w+)\((-?\d+)\) is not a registered function/op")

@@ -27,7 +27,7 @@ from compressor.fsutil import sha256
 
 RUNNER_PACKAGE = Path(__file__).with_name("runner")
 MIN_PYTHON = (3, 8)
-REMOTE_TARGETS = tuple(RUNTIME_OF)  # what the runner can run: onnx, tflite
+REMOTE_TARGETS = tuple(RUNTIME_OF)  # what the runner can run: onnx, tflite, openvino, executorch
 BLOCKS = 10
 
 

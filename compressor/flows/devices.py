@@ -68,7 +68,7 @@ def measure_remote(ctx, done: list[tuple[ArtifactRow, object]], devices: list, l
             o = outcomes.get(local_row.name)
             if local_row.target not in REMOTE_TARGETS:
                 row.fail("skipped", f"{d.name}: {local_row.target} artifacts are not run on remote devices (only "
-                         f"{' and '.join(REMOTE_TARGETS)})")
+                         f"{', '.join(REMOTE_TARGETS)})")
             elif o is None or o.metrics is None:
                 why = (o.error if o else None) or "no result"
                 row.fail("failed", why if why.startswith(d.name) else f"{d.name}: {why}")

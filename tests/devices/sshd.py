@@ -9,7 +9,7 @@ it forked is killed on `close()` (also at interpreter exit), so no sshd is left 
 
 The "device" side holds only Python and the runtimes, never this project:
 
-- ``full``  /opt/compressor-device-env        numpy, onnxruntime, ai-edge-litert
+- ``full``  /opt/compressor-device-env        numpy, onnxruntime, ai-edge-litert, openvino
 - ``bare``  /opt/compressor-device-env-bare   numpy only          ("runtime missing")
 - ``empty`` /opt/compressor-device-env-empty  nothing at all      ("numpy missing")
 - ``old``   /opt/compressor-device-env-old    numpy 1.26.4, onnxruntime 1.16.3, tflite-runtime
@@ -88,8 +88,8 @@ STAMP = "compressor-device-env.json"
 # kind -> (directory name, distributions pinned to the running interpreter's versions
 #          or, written "name==version", to that version; imports that must work in it)
 ENVS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "full": ("compressor-device-env", ("numpy", "onnxruntime", "ai-edge-litert"),
-             ("numpy", "onnxruntime", "ai_edge_litert.interpreter")),
+    "full": ("compressor-device-env", ("numpy", "onnxruntime", "ai-edge-litert", "openvino"),
+             ("numpy", "onnxruntime", "ai_edge_litert.interpreter", "openvino")),
     "bare": ("compressor-device-env-bare", ("numpy",), ("numpy",)),
     "empty": ("compressor-device-env-empty", (), ()),
     # The last onnxruntime before ONNX 1.15 (opset 20, IR 10) and the last tflite-runtime
@@ -527,7 +527,7 @@ class Sshd:
         self.separate_user: bool = self.why_not_separate is None
         acct = self._acct if self.separate_user else None
         envs = {k: device_env(k, build=build_envs, acct=acct) for k in ENVS if not fixed(k)}
-        self.python: Path = envs["full"]        # numpy, onnxruntime, ai-edge-litert
+        self.python: Path = envs["full"]        # numpy, onnxruntime, ai-edge-litert, openvino
         self.python_bare: Path = envs["bare"]   # numpy only: "runtime missing"
         self.python_empty: Path = envs["empty"]  # nothing: "numpy missing"
         self.system_python: str = _read_stamp(self.python.parent.parent)["base"]

@@ -5,7 +5,6 @@ the run flow end to end with the target in a recipe."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

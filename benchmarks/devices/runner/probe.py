@@ -7,7 +7,8 @@ import sys
 
 PROTOCOL = 1
 DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert",
-                 "tflite_runtime": "tflite-runtime", "numpy": "numpy", "torch": "torch"}
+                 "tflite_runtime": "tflite-runtime", "openvino": "openvino", "executorch": "executorch",
+                 "numpy": "numpy", "torch": "torch"}
 
 
 def _read(path, default=None):
