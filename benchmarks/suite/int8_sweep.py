@@ -1,5 +1,5 @@
-"""Static int8 across torchvision architectures (random weights) on ONNX, TFLite and
-TorchScript: the tools' default lowering first, then the fallback (float layers or
+"""Static int8 across torchvision architectures (random weights) on ONNX, TFLite,
+TorchScript, OpenVINO and ExecuTorch: the tools' default lowering first, then the fallback (float layers or
 another lowering) until the output cosine against fp32 reaches 0.99, or a refusal.
 
     python -m benchmarks.suite.int8_sweep [--arch resnet18,vit] [--target onnx,tflite] [--quick]
@@ -39,7 +39,7 @@ from benchmarks.suite import common
 from benchmarks.suite.common import natural_images
 
 MIN_COSINE = 0.99
-TARGETS = ("onnx", "tflite", "torchscript")
+TARGETS = ("onnx", "tflite", "torchscript", "openvino", "executorch")
 CALIB_IMAGES = 32
 VAL_IMAGES = 16
 WARMUP = 5
@@ -282,7 +282,7 @@ def summary(rows: list[dict]) -> dict:
 
 def markdown(rows: list[dict], args) -> str:
     s = summary(rows)
-    out = ["# int8 sweep: torchvision architectures on ONNX, TFLite and TorchScript", "",
+    out = [f"# int8 sweep: torchvision architectures on {', '.join(sorted({r['target'] for r in rows}))}", "",
            f"Random weights, batch 1, {args.threads} thread(s), static int8 with each target's default "
            f"lowering, then the fallback until cosine >= {args.min_cosine}. Latency: median of interleaved "
            "runs (speedup = fp32 / int8); 'by min' compares the fastest runs, robust when the machine is "
