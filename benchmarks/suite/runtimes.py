@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = summarise(name, rows, time_rows(rows, t, args.rounds, args.runs), t)
                 r["export_s"] = {k: v["export_s"] for k, v in rows.items()}
                 r["lowering"] = {k: v.get("lowering") for k, v in rows.items() if v.get("lowering")}
+                r["float_layers"] = {k: v["float_layers"] for k, v in rows.items() if v.get("float_layers")}
                 results.append(r)
                 missed += misses(r)
                 print("\n".join(table(r)), flush=True)

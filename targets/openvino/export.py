@@ -1,9 +1,9 @@
 """The float ov.Model of a PyTorch model, and writing an IR with its record.
 
-The default source is our own fp32 ONNX export (the onnx target's exporter), which
-`ov.convert_model` turns into an ov.Model with its graph passes (constant folding of the
-exporter's shape arithmetic): the same graph users hand to NNCF when they do it
-themselves, with the module scopes the onnx target already maps `exclude` onto.
+The default source is our own fp32 ONNX export (the onnx target's exporter), read into an
+ov.Model and constant-folded (the exporter's shape arithmetic becomes constants): the
+graph users hand to NNCF when they do it themselves, with the module scopes the onnx
+target already maps `exclude` onto.
 `source: torch` converts the module itself with `ov.convert_model` instead.
 """
 
@@ -36,11 +36,12 @@ def float_model(model: "Model", source: str, dynamic_batch: bool, work: Path) ->
     external = sum(p.numel() * p.element_size() for p in model.module.parameters()) > EXTERNAL_DATA_AUTO_BYTES
     notes = export_fp32(model, path, None, dynamic_batch, external)
     try:
-        # convert_model, not Core.read_model: the converter's own passes fold the shape
-        # arithmetic of the exported graph (ShapeOf/Divide/Split/Concat around every
-        # depthwise weight, Minimum/Maximum for Clip) into constants and Clamps; on the raw
-        # reader's graph NNCF left all 17 depthwise convs of MobileNetV2 float (1.7x slower
-        # than NNCF on the converted graph).
+        # Core.read_model, then ConstantFolding: it folds the exported graph's shape
+        # arithmetic (ShapeOf/Divide/Split/Concat around every depthwise weight) into
+        # constants; on the raw reader's graph NNCF left all 17 depthwise convs of
+        # MobileNetV2 float (1.7x slower). ov.convert_model gives the same int8 speed
+        # (4.47 vs 4.63 ms, MobileNetV2 1 thread, interleaved; cosine equal) and Clamp
+        # instead of Maximum/Minimum.
         ov_model = ov.Core().read_model(str(path))
         from openvino import passes
 

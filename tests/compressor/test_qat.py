@@ -40,6 +40,7 @@ def qat_run(tmp_path_factory) -> Path:
     return d / "run"
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_qat_recovers_what_ptq_loses_on_onnx(qat_run):
     report = json.loads((qat_run / "report.json").read_text())
     rows = {r["label"]: r for r in report["artifacts"]}
@@ -61,6 +62,7 @@ def test_qat_recovers_what_ptq_loses_on_onnx(qat_run):
     assert "QAT (3-bit per-tensor weights)" in (qat_run / "report.md").read_text()
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_mismatched_checkpoint_is_refused(qat_run, tmp_path, capsys):
     other = tmp_path / "run"
     (other / "checkpoints").mkdir(parents=True)

@@ -176,6 +176,7 @@ def test_a_device_not_in_the_inventory_names_the_closest(capsys, tmp_path, sshd,
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_sshd_killed_mid_run_fails_that_device_and_the_others_finish(tmp_path, fresh_sshd, artifacts):
     """Two devices: 'loop' loses its server while it measures; 'here' (this machine, no
     network) finishes. Exit 2, loop's rows failed with the reason."""

@@ -171,6 +171,7 @@ def test_a_second_run_into_a_held_directory_names_the_holder(tmp_path, capsys):
     assert code == 0, err
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_two_overwrite_runs_at_once_one_wins_the_other_gets_one_line(tmp_path):
     path = tmp_path / "slow.yaml"
     path.write_text(digits_head("rd") + "targets: [onnx]\nbenchmark: {runs: 20, warmup: 0, warmup_s: 0, "

@@ -54,6 +54,7 @@ def _lowered(encoder, **variant):
     return art, _cosines(_run(art.path, validation), reference)
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_static_int8_of_a_trained_encoder_holds_with_every_linear_layer_int8(encoder):
     art, cos = _lowered(encoder, mode="static")
     assert cos.min() >= 0.99 and cos.mean() >= 0.995, (cos.mean(), cos.min())
@@ -69,6 +70,7 @@ def test_without_outlier_handling_static_int8_collapses(encoder):
     assert cos.mean() < 0.9, cos.mean()
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_dynamic_int8_of_a_trained_encoder_holds_the_worst_sentence(encoder):
     art, cos = _lowered(encoder, mode="dynamic")
     assert cos.min() >= 0.995, (cos.mean(), cos.min())

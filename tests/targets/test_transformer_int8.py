@@ -82,6 +82,7 @@ def test_torchscript_keeps_an_excluded_linear_float(model, calibration, validati
     assert art.meta["int8_layers"] == 0 and fid.cosine_min > 0.99999
 
 
+@pytest.mark.slow  # more than 15 s on 2 cores
 def test_tflite_static_int8_of_the_linear_layers_beats_the_whole_graph_default(model, calibration, validation,
                                                                                 tmp_path):
     base = targets.get("tflite").export(model, None, tmp_path / "fp32", {}, None)
