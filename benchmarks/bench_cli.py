@@ -119,14 +119,20 @@ def bench_files(args: argparse.Namespace) -> int:
         for col in ("file", "runtime", "size", "gzip", "load s", "first ms", "p50 ms", "p90 ms", "p99 ms",
                     "cv", "peak RSS", "accuracy"):
             table.add_column(col, justify="left" if col in ("file", "runtime") else "right", overflow="fold")
+        skipped = []
         for m in results:
             lat = m.latency_at(batch)
+            if lat is None:
+                skipped.append(f"{Path(m.path).name}: {m.batches_refused.get(str(batch), 'not run at this batch')}")
+                continue
             table.add_row(Path(m.path).name, m.runtime, human_size(m.size_bytes), human_size(m.gzip_bytes),
                           f"{m.load_s:.3f}", f"{m.first_inference_ms:.2f}", f"{lat.p50_ms:.3f}",
                           f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}", f"{lat.cv:.2f}",
                           "-" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f} MB",
                           "-" if m.accuracy is None else f"{100 * m.accuracy:.2f}%")
         console.print(table)
+        for line in skipped:
+            console.print(f"  not run at batch {batch}: {line}", markup=False, highlight=False)
     if args.json:
         from compressor.fsutil import write_json
 

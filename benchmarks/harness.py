@@ -195,8 +195,12 @@ def run_job(job: dict) -> dict:
         from benchmarks.reference import ReferenceWorkload
 
         reference = ReferenceWorkload()
-    latencies, first_ms = [], None
+    latencies, first_ms, refused = [], None, {}
     for batch in cfg.batch_sizes:
+        why = batch_refusal(session.inputs, batch, cfg.shapes)
+        if why is not None:  # timing it would time another batch under this one's name
+            refused[str(batch)] = why
+            continue
         feeds = _feeds(session, batch, cfg.shapes, eval_inputs, given)
         if first_ms is None:
             t = time.perf_counter()
@@ -204,6 +208,8 @@ def run_job(job: dict) -> dict:
             first_ms = (time.perf_counter() - t) * 1e3
         latencies.append(_time(session, feeds, cfg, batch, reference))
 
+    if not latencies:
+        raise errors.InputShapeError(f"{path.name}: {next(iter(refused.values()))}")
     accuracy = None
     if eval_inputs is not None and labels is not None:
         outputs = outputs_from(run_batched(session, eval_inputs, ACCURACY_BATCH), session.output_names,
@@ -222,8 +228,28 @@ def run_job(job: dict) -> dict:
         reference_p50_ms=reference_ms,
         accuracy=accuracy, eval_samples=None if labels is None else len(labels),
         inputs=[{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in session.inputs],
+        batches_refused=refused,
     ).to_json() | {"latency": [asdict(l) if cfg.keep_samples else {**asdict(l), "samples_ms": []}
                                for l in latencies]}
+
+
+def batch_refusal(inputs, batch: int, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Why a model cannot be timed at `batch` (None: it can). It cannot when no input with
+    a leading axis leaves that axis free (the model fixes it, or --shape does) and the first
+    one fixes it at another size: its feeds would hold that many samples, not `batch`, and
+    the row would report another batch's latency and throughput under this one's name."""
+    ranked = [s for s in inputs if len(s.shape)]
+    if not ranked or any(s.batch_dynamic and s.name not in shapes for s in ranked):
+        return None
+    first = ranked[0]
+    dims = tuple(shapes.get(first.name) or first.shape)
+    if dims[0] == batch:
+        return None
+    if first.name in shapes:
+        return (f"--shape {first.name}={'x'.join(map(str, dims))} fixes the batch axis at {dims[0]}, so batch "
+                f"{batch} cannot be run: drop --shape for that input or ask for --batch {dims[0]}")
+    return (f"the model takes batch {dims[0]} only (input {first.name!r} is {list(first.shape)}), so batch "
+            f"{batch} cannot be run: export it with a dynamic batch axis or ask for --batch {dims[0]}")
 
 
 def alternating_medians_ms(s1, s2, feed: dict[str, np.ndarray], blocks: int = 5, runs: int = 10) -> tuple[float, float]:

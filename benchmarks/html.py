@@ -117,7 +117,7 @@ def _scatter_rows(report: dict) -> list[dict]:
 def render(report: dict) -> str:
     header, cells = table_rows(report)
     batch = report["benchmark"]["batch_sizes"][0]
-    ok = _scatter_rows(report)
+    ok = [r for r in _scatter_rows(report) if any(l["batch"] == batch for l in r["metrics"]["latency"])]
     on = f" on {device_of(ok[0])}" if ok and has_devices(report) else ""
     plots = []
     if len(ok) >= 2:

@@ -73,6 +73,7 @@ class Metrics:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     emulated: bool = False                  # measured under an emulator (qemu): the latency is not the board's
     device_state: dict[str, Any] | None = None  # temperature and CPU frequency before and after, per round
+    batches_refused: dict[str, str] = field(default_factory=dict)  # batch -> why it was not run
 
     def latency_at(self, batch: int) -> Latency | None:
         return next((l for l in self.latency if l.batch == batch), None)

@@ -75,10 +75,15 @@ def test_dynamic_non_batch_dim_without_shape_asks_for_shape(seq_model, capsys):
     assert "'x'" in err and "dynamic dimension 'seq'" in err and "--shape x=" in err
 
 
-def test_shape_option_fixes_the_dynamic_dim(seq_model, tmp_path):
+def test_shape_option_fixes_the_dynamic_dim(seq_model, tmp_path, capsys):
     out = tmp_path / "s.json"
-    assert main(["bench", str(seq_model), "--shape", "x=2x16x8", "--json", str(out), *FAST]) == 0
-    assert json.loads(out.read_text())["results"][0]["latency"][0]["p50_ms"] > 0
+    assert main(["bench", str(seq_model), "--shape", "x=2x16x8", "--batch", "2", "--json", str(out), *FAST]) == 0
+    latency = json.loads(out.read_text())["results"][0]["latency"]
+    assert [l["batch"] for l in latency] == [2] and latency[0]["p50_ms"] > 0
+    # the shape fixes batch 2: the default batch 1 would be timed under the wrong name
+    assert main(["bench", str(seq_model), "--shape", "x=2x16x8", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "fixes the batch axis at 2" in err and "--batch 2" in err and "Traceback" not in err
 
 
 def test_shape_that_does_not_fit_the_model_is_one_line_error(seq_model, capsys):

@@ -143,6 +143,39 @@ def test_settings_at_their_bounds_are_accepted(art, capsys, tmp_path):
     assert [lat["batch"] for lat in json.loads(out.read_text())["results"][0]["latency"]] == [1, 2]
 
 
+# --- batch sizes a model cannot take ------------------------------------------------
+
+def test_a_fixed_batch_file_is_not_timed_under_another_batch_and_throughput_is_the_batch_run(art, capsys,
+                                                                                              tmp_path):
+    # The TFLite export is [1, 8, 8, 1]; the ONNX one has a dynamic batch.
+    out = tmp_path / "b.json"
+    code, text, err = cli(capsys, "bench", art["onnx"], art["tflite"], *LOCAL, "--batch", "1,4", "--json", out)
+    assert code == 0 and err == "", err
+    by_file = {Path(r["path"]).suffix: r for r in json.loads(out.read_text())["results"]}
+    assert [lat["batch"] for lat in by_file[".onnx"]["latency"]] == [1, 4]
+    assert [lat["batch"] for lat in by_file[".tflite"]["latency"]] == [1]
+    assert "takes batch 1 only" in by_file[".tflite"]["batches_refused"]["4"]
+    assert by_file[".onnx"]["batches_refused"] == {}
+    for lat in by_file[".onnx"]["latency"]:  # samples per second from the samples actually fed
+        assert lat["throughput"] == pytest.approx(lat["batch"] * 1e3 / lat["p50_ms"])
+    assert f"not run at batch 4: {art['tflite'].name}: the model takes batch 1 only" in " ".join(text.split())
+
+
+def test_a_fixed_batch_file_at_no_batch_it_takes_is_one_line(art, capsys):
+    refused(capsys, "bench", art["tflite"], *LOCAL, "--batch", "4",
+            says=(art["tflite"].name, "the model takes batch 1 only", "ask for --batch 1"))
+
+
+def test_a_shape_that_fixes_the_batch_does_not_time_batch_1_twice(art, capsys, tmp_path):
+    out = tmp_path / "b.json"
+    code, _, err = cli(capsys, "bench", art["onnx"], *LOCAL, "--shape", "pixels=1x1x8x8", "--batch", "1,8",
+                       "--json", out)
+    assert code == 0 and err == "", err
+    row = json.loads(out.read_text())["results"][0]
+    assert [lat["batch"] for lat in row["latency"]] == [1]
+    assert "--shape pixels=1x1x8x8 fixes the batch axis at 1" in row["batches_refused"]["8"]
+
+
 # --- the --json output -------------------------------------------------------------
 
 @pytest.mark.parametrize("where, says", [
