@@ -71,7 +71,10 @@ def lower_with_fallback(target: "Target", model: Model, variant: QuantVariant, o
         if first.ok:
             return finish(probe, first, [], "default", ranking or [], "none needed", out, measure_latency)
         if probe.has_screen and budget.max_accuracy_drop is None:
-            probe.screen([], Lowering("default"))  # while the first probe's lowering is still at hand
+            try:  # while the first probe's lowering is still at hand
+                probe.screen([], Lowering("default"))
+            except BudgetSpent:  # the first probe took the time: the search below stops and says so
+                pass
         plan = order(model, target, variant, calibration, base, reference, labels, budget, ranking, say, probe,
                      first)
         end = _search(probe, lowerings(target, variant, base, model, budget), plan, budget,

@@ -179,6 +179,20 @@ def test_a_spent_time_budget_refuses_saying_what_it_reached_and_what_to_raise(fr
     assert sorted(p.name for p in tmp_path.iterdir()) == []   # nothing published, no scratch left
 
 
+def test_a_budget_spent_by_the_first_probe_refuses_on_a_target_with_a_screen(fragile, tmp_path):
+    # The sweep's vit on executorch: the default lowering took the whole budget, and the
+    # screen run right after it raised instead of the refusal saying what to raise.
+    model, calibration, reference = fragile
+    ts = targets.get("torchscript")
+    base = ts.export(model, None, tmp_path / "base", {}, calibration)
+    budget = FallbackSpec(min_cosine=0.99999999, max_seconds=0.01)
+    variant = QuantVariant(mode="static", calibration_samples=64, fallback=budget)
+    got = lower_with_fallback(ts, model, variant, {}, calibration, base, reference, tmp_path / "m", budget,
+                              measure_latency=False)
+    assert got.artifact is None and len(got.attempts) == 1
+    assert "time budget spent" in got.refused and "raise fallback.max_seconds (now 0.01)" in got.refused
+
+
 def test_onnx_probes_share_one_calibration_and_lower_as_a_fresh_export_does(fragile, fragile_onnx, tmp_path):
     from targets.onnx import reuse
 
