@@ -10,8 +10,12 @@ exit 2); a wildcard selector that matches nothing is fine when another one appli
 A limit on something the report did not measure (min_accuracy without evaluation labels,
 min_speedup without an fp32 twin, a latency limit at a batch size that was not run) is
 exit 2 naming it; a regression limit for an artifact the baseline lacks is skipped (and
-says so). An artifact that failed or was skipped fails every budget that selects it
-(exit 1: the run's result does not fit).
+says so). An artifact that failed fails every budget that selects it (exit 1: the run's
+result does not fit). An artifact the run itself skipped (its target does not offer that
+mode, a remote device does not run that target) is not gated by a wildcard selector: its
+checks are marked skipped and the outputs say why; an exact selector naming it is exit 2
+(the budget can never be judged). A variant skipped because its fp32 export failed fails
+like the failure it follows from.
 
 Devices: a selector's DEVICE: prefix picks the rows of that device (none: this machine's);
 a prefix without wildcards must name a device of the report, and an exact selector an
@@ -23,7 +27,10 @@ the same name, so the same device.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from benchmarks.device_report import LOCAL, device_names, device_of, row_emulated
 from benchmarks.metrics import normalized
@@ -40,6 +47,40 @@ UNITS = {"max_size": "bytes", "max_gzip_size": "bytes", "max_p50_ms": "ms", "max
 RELATIVE = ("min_speedup", "max_size_ratio")
 LATENCY_LIMITS = ("max_p50_ms", "max_p90_ms", "max_p99_ms", "min_speedup", "max_latency_regression")
 EMULATED_SKIP = "skipped: emulated latency (qemu) is not gated"
+RUN_SKIPPED = "skipped: the run skipped this artifact"
+
+
+def unsigned_zero(text: str, plus: bool = False) -> str:
+    """A value that rounds to zero ("-0", "+0.0", "-0.00 pt") without its sign: a sign on
+    a zero claims a direction the figure does not have. With `plus` (a signed change)
+    it reads "±0.0"."""
+    body = text.lstrip("+-")
+    digits = body.rstrip("%ptmsx ").replace(".", "")
+    if digits and set(digits) == {"0"}:
+        return ("±" if plus else "") + body
+    return text
+
+
+def number(x: float, spec: str = ".4g") -> str:
+    """`x` formatted by `spec`, a rounded zero unsigned ("0"; "±0.0" for a "+" spec)."""
+    return unsigned_zero(f"{x:{spec}}", plus="+" in spec)
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    """What a latency-regression check computed, in percent against the baseline. The
+    judged figure (estimate, low, high) is normalised by the reference workload when
+    `normalised`; `raw` is the same statistic on the raw timings, shown beside it."""
+
+    estimate: float
+    low: float
+    high: float
+    raw: float
+    normalised: bool
+    how: str                                 # why the judged figure is raw or normalised
+    reference_ms: tuple[float, float] | None  # the reference workload: baseline, this run
+    statistic: str                           # "median" or "p25"...
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -50,10 +91,19 @@ class Check:
     measured: float | None
     passed: bool
     detail: str = ""
+    skipped: bool = False       # not judged (passes): the detail says why
+    # The gate's own time on this check (JUnit's testcase time): what judging it took,
+    # the bootstrap of a latency regression included, not the run's measurement time.
+    seconds: float = 0.0
+    latency: LatencyChange | None = None
 
     @property
     def unit(self) -> str:
         return UNITS.get(self.limit_name, "")
+
+    @property
+    def verdict(self) -> str:
+        return "skip" if self.skipped else "ok" if self.passed else "FAIL"
 
     def fmt(self, x: float | None) -> str:
         if x is None:
@@ -61,23 +111,38 @@ class Check:
         if self.unit == "bytes":
             return human_size(x)
         if self.unit in ("x", "", "%"):
-            return f"{x:.4g}{self.unit}"
-        return f"{x:.4g} {self.unit}".rstrip()
+            return f"{number(x)}{self.unit}"
+        return f"{number(x)} {self.unit}".rstrip()
+
+    def _past(self) -> tuple[str, str, str] | None:
+        """(side, amount, unit) of a failed check past its limit, else None."""
+        if self.passed or self.measured is None:
+            return None
+        side = "over" if self.limit_name.startswith("max") else "under"
+        if self.unit in ("%", "pt"):
+            return side, number(abs(self.measured - self.limit), ".3g"), "points" if self.unit == "%" else "pt"
+        if self.limit:
+            return side, f"{abs(self.measured - self.limit) / abs(self.limit) * 100:.1f}", "%"
+        return None
+
+    def margin(self) -> str:
+        """How far a failed check is past its limit, for a table cell ("25.1 pt over")."""
+        past = self._past()
+        if past is None:
+            return ""
+        side, amount, unit = past
+        return f"{amount}% {side}" if unit == "%" else f"{amount} pt {side}"
 
     def line(self) -> str:
-        verdict = "ok  " if self.passed else "FAIL"
-        by = ""
-        side = "over" if self.limit_name.startswith("max") else "under"
-        if not self.passed and self.measured is not None and self.unit in ("%", "pt"):
-            by = f", {side} by {abs(self.measured - self.limit):.3g} {'points' if self.unit == '%' else 'pt'}"
-        elif not self.passed and self.measured is not None and self.limit:
-            by = f", {side} by {abs(self.measured - self.limit) / abs(self.limit) * 100:.1f}%"
+        verdict = {"ok": "ok  "}.get(self.verdict, self.verdict)
+        past = self._past()
+        by = "" if past is None else f", {past[0]} by {past[1]}{'%' if past[2] == '%' else ' ' + past[2]}"
         detail = f" ({self.detail})" if self.detail else ""
         return (f"{verdict} {self.artifact}: {self.limit_name} {self.fmt(self.limit)}, "
                 f"measured {self.fmt(self.measured)}{by}{detail}")
 
     def to_json(self) -> dict:
-        return asdict(self) | {"unit": self.unit, "line": self.line()}
+        return asdict(self) | {"verdict": self.verdict, "unit": self.unit, "line": self.line()}
 
 
 def check_compatible(report: dict, baseline: dict) -> None:
@@ -99,17 +164,29 @@ def evaluate(report: dict, spec: BudgetsSpec, baseline: dict | None = None) -> l
     rows = report["artifacts"]
     for sel in spec.limits:
         _check_names(report, sel)
+        _check_not_only_skipped(report, sel)
     batch = spec.latency.batch or report["benchmark"]["batch_sizes"][0]
     base_rows = {r["name"]: r for r in (baseline or {}).get("artifacts", [])}
     checks: list[Check] = []
     for row in rows:
         for sel, limits in spec.limits.items():
             if _selects(sel, row):
-                checks += _check_row(row, limits, batch, spec, base_rows.get(row["name"]),
-                                     emulated=row_emulated(report, row))
+                checks += _check_row(report, row, sel, limits, batch, spec, base_rows.get(row["name"]))
     if spec.recommended is not None:
         checks += _check_recommended(report, spec, checks)
     return checks
+
+
+def not_gated(checks: list[Check]) -> dict[str, str]:
+    """Artifacts the run skipped that budgets selected, with the run's reason."""
+    return {c.artifact: c.detail.removeprefix(RUN_SKIPPED).removeprefix(": ")
+            for c in checks if c.skipped and c.detail.startswith(RUN_SKIPPED)}
+
+
+def _timed(make, *args) -> Check:
+    start = time.perf_counter()
+    check = make(*args)
+    return replace(check, seconds=time.perf_counter() - start)
 
 
 def _check_recommended(report: dict, spec: BudgetsSpec, checks: list[Check]) -> list[Check]:
@@ -119,6 +196,7 @@ def _check_recommended(report: dict, spec: BudgetsSpec, checks: list[Check]) -> 
 
     from benchmarks.recommend import recommend
 
+    start = time.perf_counter()
     got = recommend(report, failed={c.artifact for c in checks if not c.passed})
     wanted = [d for d in device_names(report) if any(fnmatch.fnmatchcase(d, p) for p in spec.recommended.devices)]
     exact = [p for p in spec.recommended.devices if not any(c in p for c in "*?[")]
@@ -134,7 +212,7 @@ def _check_recommended(report: dict, spec: BudgetsSpec, checks: list[Check]) -> 
             if entry is None or entry.get("artifact") is None:
                 why = (entry or {}).get("why", "nothing was measured there")
                 skip = entry is not None and "qemu" in why
-                out.append(Check(name, key, limit, None, skip, f"skipped: {why}" if skip else why))
+                out.append(Check(name, key, limit, None, skip, f"skipped: {why}" if skip else why, skipped=skip))
             elif key == "min_speedup":
                 if entry.get("speedup") is None:
                     raise RecipeError(f"budgets.recommended.min_speedup on {device}: the run measured no fp32 "
@@ -144,6 +222,9 @@ def _check_recommended(report: dict, spec: BudgetsSpec, checks: list[Check]) -> 
             else:
                 out.append(Check(name, key, limit, entry["p50_ms"], entry["p50_ms"] <= limit,
                                  f"{entry['artifact']}, batch {entry['batch']}"))
+    # The recommendation is worked out once for all its checks: each gets an equal share.
+    share = (time.perf_counter() - start) / max(len(out), 1)
+    out = [replace(c, seconds=share) for c in out]
     return out
 
 
@@ -167,33 +248,54 @@ def _check_names(report: dict, sel: str) -> None:
                           f"(it has{' there' if where else ''}: {', '.join(names) or 'no artifacts'})")
 
 
-def _check_row(row: dict, limits: Limits, batch: int, spec: BudgetsSpec, base: dict | None,
-               emulated: bool = False) -> list[Check]:
+def _check_row(report: dict, row: dict, sel: str, limits: Limits, batch: int, spec: BudgetsSpec,
+               base: dict | None) -> list[Check]:
     name = row["name"]
     given = limits.given()
+    if _run_skipped(report, row):
+        return [Check(name, k, v, None, True, f"{RUN_SKIPPED}: {row.get('error') or 'no reason recorded'}",
+                      skipped=True) for k, v in given.items()]
     if row.get("status") != "ok" or not row.get("metrics"):
         why = row.get("error") or "no measurements"
         return [Check(name, k, v, None, False, f"artifact {row.get('status')}: {why}") for k, v in given.items()]
-    out = []
-    for key, limit in given.items():
-        if key in RELATIVE and row["label"] == "fp32":
-            continue  # the fp32 artifact is the yardstick of its own target
-        if emulated and key in LATENCY_LIMITS:
-            out.append(Check(name, key, limit, None, True, EMULATED_SKIP))
-            continue
-        measured, detail = _measure(key, row, batch, spec, base)
-        if measured is None and detail.startswith("skip"):
-            out.append(Check(name, key, limit, None, True, detail))
-            continue
-        if measured is None:
-            raise RecipeError(f"budget {key} for {name}: {detail}")
-        if isinstance(measured, tuple):  # (estimate, lower bound): only a slowdown beyond the noise fails
-            measured, low = measured
-            passed = low <= limit
-        else:
-            passed = measured <= limit if key.startswith("max") else measured >= limit
-        out.append(Check(name, key, limit, measured, passed, detail))
-    return out
+    emulated = row_emulated(report, row)
+    # fp32 is the yardstick of its own target's relative limits: they are not checked on it.
+    return [_timed(_check_limit, name, key, limit, row, batch, spec, base, emulated)
+            for key, limit in given.items() if not (key in RELATIVE and row["label"] == "fp32")]
+
+
+def _run_skipped(report: dict, row: dict) -> bool:
+    """Whether the run chose to leave this artifact out. A variant skipped because the
+    fp32 export of its target (on its device) failed does not count: the run could not
+    make it, and that fails like the failure it follows from."""
+    if row.get("status") != "skipped":
+        return False
+    return not any(r.get("status") == "failed" and r["target"] == row["target"] and r["label"] == "fp32"
+                   and device_of(r) == device_of(row) for r in report["artifacts"])
+
+
+def _check_not_only_skipped(report: dict, sel: str) -> None:
+    """An exact selector whose every artifact the run skipped can never be judged (exit 2)."""
+    chosen = [r for r in report["artifacts"] if _selects(sel, r)]
+    if is_exact(sel) and chosen and all(_run_skipped(report, r) for r in chosen):
+        why = "; ".join(f"{r['name']}: {r.get('error') or 'no reason recorded'}" for r in chosen)
+        raise RecipeError(f"the budgets name artifact {sel!r}, which the run skipped ({why}); a budget on it can "
+                          "never be judged: drop it, or select it with a wildcard")
+
+
+def _check_limit(name: str, key: str, limit: float, row: dict, batch: int, spec: BudgetsSpec, base: dict | None,
+                 emulated: bool) -> Check:
+    if emulated and key in LATENCY_LIMITS:
+        return Check(name, key, limit, None, True, EMULATED_SKIP, skipped=True)
+    measured, detail = _measure(key, row, batch, spec, base)
+    if measured is None and detail.startswith("skip"):
+        return Check(name, key, limit, None, True, detail, skipped=True)
+    if measured is None:
+        raise RecipeError(f"budget {key} for {name}: {detail}")
+    if isinstance(measured, LatencyChange):  # only a slowdown beyond the noise fails
+        return Check(name, key, limit, measured.estimate, measured.low <= limit, detail, latency=measured)
+    passed = measured <= limit if key.startswith("max") else measured >= limit
+    return Check(name, key, limit, measured, passed, detail)
 
 
 def _latency(row: dict, batch: int) -> dict | None:
@@ -201,7 +303,7 @@ def _latency(row: dict, batch: int) -> dict | None:
 
 
 def _measure(key: str, row: dict, batch: int, spec: BudgetsSpec, base: dict | None) -> tuple[object, str]:
-    """(measured value, detail). The latency regression's value is (estimate, lower bound)."""
+    """(measured value, detail). The latency regression's value is a LatencyChange."""
     m = row["metrics"]
     if key == "max_size":
         return m["size_bytes"], ""
@@ -219,7 +321,7 @@ def _measure(key: str, row: dict, batch: int, spec: BudgetsSpec, base: dict | No
     if key == "max_accuracy_drop":
         if row.get("accuracy_delta") is None:
             return None, "the report has no accuracy against the reference model"
-        return -100 * row["accuracy_delta"], "below the PyTorch fp32 model"
+        return 0.0 - 100 * row["accuracy_delta"], "below the PyTorch fp32 model"  # never -0.0
     if key == "min_cosine":
         fid = row.get("fidelity") or {}
         return (fid.get("cosine_mean"), "") if fid.get("cosine_mean") is not None else (None, "no fidelity data")
@@ -250,21 +352,30 @@ def _latency_regression(row: dict, base: dict, batch: int, spec: BudgetsSpec) ->
     cur, old = _latency(row, batch), _latency(base, batch)
     if cur is None or old is None:
         return None, f"the report or the baseline has no latency at batch {batch}"
-    a, b = cur.get("samples_ms") or [cur["p50_ms"]], old.get("samples_ms") or [old["p50_ms"]]
-    how = "raw"
-    if spec.latency.normalize:
+    a = raw_a = cur.get("samples_ms") or [cur["p50_ms"]]
+    b = raw_b = old.get("samples_ms") or [old["p50_ms"]]
+    pol = spec.latency
+    ra, rb = row["metrics"].get("reference_p50_ms"), base["metrics"].get("reference_p50_ms")
+    reference = (rb, ra) if ra and rb else None
+    how, normalised = "raw: normalisation is off (latency.normalize: false)", False
+    if pol.normalize:
         na = normalized(cur.get("samples_ms") or [], cur.get("ref_blocks_ms") or [], cur.get("block") or 0)
         nb = normalized(old.get("samples_ms") or [], old.get("ref_blocks_ms") or [], old.get("block") or 0)
-        ra, rb = row["metrics"].get("reference_p50_ms"), base["metrics"].get("reference_p50_ms")
         if na and nb:  # each block of runs over the reference workload timed right after it
-            a, b, how = na, nb, f"normalised per block by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
-        elif ra and rb:
-            a, how = [x * rb / ra for x in a], f"normalised by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
+            a, b, normalised = na, nb, True
+            how = f"normalised per block by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
+        elif reference:
+            a, normalised = [x * rb / ra for x in a], True
+            how = f"normalised by the reference workload ({rb:.3g} -> {ra:.3g} ms)"
         else:
             how = "raw: a report lacks the reference workload timing"
-    est = ratio_of_quantiles(a, b, spec.latency.quantile, spec.latency.confidence, spec.latency.resamples)
-    conf = int(round(spec.latency.confidence * 100))
-    stat = "median" if spec.latency.quantile == 50 else f"p{spec.latency.quantile:g}"
-    detail = (f"{how}; {stat} ratio, {conf}% interval {100 * (est.low - 1):+.1f}% .. {100 * (est.high - 1):+.1f}%, "
-              f"{len(a)} vs {len(b)} runs")
-    return (100 * (est.ratio - 1), 100 * (est.low - 1)), detail
+    est = ratio_of_quantiles(a, b, pol.quantile, pol.confidence, pol.resamples)
+    raw = float(np.percentile(raw_a, pol.quantile) / np.percentile(raw_b, pol.quantile))
+    conf = int(round(pol.confidence * 100))
+    stat = "median" if pol.quantile == 50 else f"p{pol.quantile:g}"
+    change = LatencyChange(100 * (est.ratio - 1), 100 * (est.low - 1), 100 * (est.high - 1), 100 * (raw - 1),
+                           normalised, how, reference, stat, pol.confidence)
+    raw_note = f", raw change {number(change.raw, '+.1f')}%" if normalised else ""
+    detail = (f"{how}{raw_note}; {stat} ratio, {conf}% interval {number(change.low, '+.1f')}% .. "
+              f"{number(change.high, '+.1f')}%, {len(a)} vs {len(b)} runs")
+    return change, detail

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--junit", type=Path, help="write JUnit XML here (one test case per artifact and budget)")
     g.add_argument("--json", type=Path, help="write a JSON summary here")
     g.add_argument("--markdown", type=Path, help="write a pull-request comment (Markdown) here")
+    g.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="stdout: a table for people (fits the terminal), the checks and verdict as JSON, or "
+                   "one CSV row per check; the exit code is the same")
 
     c = sub.add_parser("compare", help="side-by-side table of two reports (baseline first)")
     c.add_argument("baseline", type=Path)

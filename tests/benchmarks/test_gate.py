@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.gate import check_compatible, evaluate
+from benchmarks.gate import check_compatible, evaluate, not_gated, number, unsigned_zero
 from compressor.config.budgets import BudgetsSpec, Limits
 from compressor.errors import RecipeError
 from gate_reports import report
@@ -94,3 +94,75 @@ def test_a_failed_artifact_fails_every_budget_that_selects_it():
     r["artifacts"][1].update(status="failed", error="output 'logits' differs", metrics=None)
     checks = evaluate(r, spec(max_size="1MB"))
     assert not checks[0].passed and "artifact failed" in checks[0].detail
+
+
+def with_skipped(r: dict, error: str = "the torchscript target does not offer fp16 quantization (it offers: "
+                 "static, dynamic)", target: str = "torchscript", label: str = "fp16") -> dict:
+    r["artifacts"].append({"name": f"{target}/{label}", "target": target, "label": label, "precision": "fp16",
+                           "status": "skipped", "error": error, "notes": []})
+    return r
+
+
+def test_a_wildcard_budget_skips_an_artifact_the_run_skipped_and_says_why():
+    checks = evaluate(with_skipped(report()), spec(selector="*", max_size="2MB", max_accuracy_drop=0.5))
+    skipped = [c for c in checks if c.artifact == "torchscript/fp16"]
+    assert [(c.limit_name, c.passed, c.skipped, c.verdict) for c in skipped] == [
+        ("max_size", True, True, "skip"), ("max_accuracy_drop", True, True, "skip")]
+    assert skipped[0].detail == ("skipped: the run skipped this artifact: the torchscript target does not offer "
+                                 "fp16 quantization (it offers: static, dynamic)")
+    assert not_gated(checks) == {"torchscript/fp16": "the torchscript target does not offer fp16 quantization "
+                                                     "(it offers: static, dynamic)"}
+    assert all(c.passed and not c.skipped for c in checks if c.artifact != "torchscript/fp16")
+
+
+def test_an_exact_budget_on_an_artifact_the_run_skipped_is_a_usage_error():
+    with pytest.raises(RecipeError, match=r"^the budgets name artifact 'torchscript/fp16', which the run skipped "
+                                          r"\(torchscript/fp16: the torchscript target does not offer fp16"):
+        evaluate(with_skipped(report()), spec(selector="torchscript/fp16", max_size="2MB"))
+
+
+def test_a_variant_skipped_because_its_fp32_export_failed_still_fails():
+    r = report()
+    r["artifacts"][0].update(status="failed", error="export failed: unsupported op", metrics=None)
+    r["artifacts"][1].update(status="skipped", error="the fp32 export failed", metrics=None)
+    checks = evaluate(r, spec(selector="*/int8", max_size="2MB"))
+    assert [(c.artifact, c.passed, c.skipped) for c in checks] == [("onnx/int8-static", False, False)]
+    assert checks[0].detail == "artifact skipped: the fp32 export failed" and not not_gated(checks)
+
+
+def test_a_latency_regression_keeps_the_raw_change_beside_the_normalised_one():
+    slower = report(seed=10, slow=1.7)  # a runner 70% slower at everything, the reference workload included
+    check = evaluate(slower, spec(max_latency_regression=5), baseline=report(seed=20))[0]
+    lat = check.latency
+    assert check.passed and lat.normalised and lat.statistic == "median" and lat.reference_ms == (1.0, 1.7)
+    assert 65 < lat.raw < 75 and abs(lat.estimate) < 3 and lat.low < lat.estimate < lat.high
+    assert check.measured == lat.estimate
+    assert "raw change +7" in check.detail and "normalised by the reference workload (1 -> 1.7 ms)" in check.detail
+    raw = evaluate(slower, spec(max_latency_regression=5, normalize=False), baseline=report(seed=20))[0]
+    assert not raw.passed and not raw.latency.normalised and raw.latency.estimate == pytest.approx(raw.latency.raw)
+    assert raw.latency.how == "raw: normalisation is off (latency.normalize: false)"
+
+
+def test_each_check_records_the_gates_own_time_on_it():
+    checks = evaluate(report(seed=10), spec(max_size="2MB", max_latency_regression=5), baseline=report(seed=20))
+    by = {c.limit_name: c.seconds for c in checks}
+    assert by["max_latency_regression"] > by["max_size"] > 0  # the bootstrap costs more than a lookup
+    assert by["max_latency_regression"] < 5
+
+
+@pytest.mark.parametrize("x, spec, shown", [(-0.0, ".4g", "0"), (-1e-9, ".3g", "-1e-09"), (-0.04, "+.1f", "±0.0"),
+                                             (0.04, "+.1f", "±0.0"), (-0.004, ".2f", "0.00"), (-0.4, "+.1f", "-0.4"),
+                                             (1.0, "+.1f", "+1.0"), (0.0, ".4g", "0"), (-10, ".4g", "-10")])
+def test_a_rounded_zero_has_no_sign(x, spec, shown):
+    assert number(x, spec) == shown
+
+
+def test_unsigned_zero_reads_units_too():
+    assert unsigned_zero("-0.00 pt") == "0.00 pt" and unsigned_zero("+0.0%", plus=True) == "±0.0%"
+    assert unsigned_zero("-0.01 pt") == "-0.01 pt"
+
+
+def test_an_accuracy_drop_of_nothing_reads_0_pt():
+    r = report(int8_acc=0.993)  # the reference's accuracy exactly
+    check = evaluate(r, spec(max_accuracy_drop=0.5))[0]
+    assert check.line() == "ok   onnx/int8-static: max_accuracy_drop 0.5 pt, measured 0 pt (below the PyTorch fp32 model)"

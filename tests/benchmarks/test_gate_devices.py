@@ -150,4 +150,6 @@ def test_junit_and_markdown_name_the_device_rows():
     assert "| pi5:onnx/int8-static | 4.000 |" in comment
     assert "| qemu-a76:onnx/int8-static | 50.000 (emulated) | - |" in comment
     assert "| pi5:onnx/int8-dynamic | failed |" in comment
-    assert f"| ✅ | qemu-a76:onnx/int8-static | max_p50_ms | 10 ms | n/a | {EMULATED_SKIP} |" in comment
+    assert f"| ⏭️ | qemu-a76:onnx/int8-static | max_p50_ms | 10 ms | n/a | {EMULATED_SKIP} |" in comment
+    skipped = xml.find("testsuite").get("skipped")
+    assert skipped == "1" and next(xml.iter("skipped")).get("message") == EMULATED_SKIP
