@@ -35,13 +35,13 @@ def counts(checks: list[Check]) -> dict[str, int]:
 
 
 def verdict_line(checks: list[Check]) -> str:
-    """"passed: 5 of 6 budgets hold, 1 skipped" / "FAILED: 1 of 6 budgets exceeded".
-    A skipped check was not judged: it counts as neither held nor exceeded."""
+    """"passed: 5 of 5 budgets hold (1 skipped)" / "FAILED: 1 of 5 budgets exceeded".
+    A skipped check was not judged; it holds, as a skipped test does not fail."""
     n = counts(checks)
-    skipped = f", {n['skipped']} skipped" if n["skipped"] else ""
+    skipped = f" ({n['skipped']} skipped)" if n["skipped"] else ""
     if n["failed"]:
         return f"FAILED: {n['failed']} of {n['checks']} budgets exceeded{skipped}"
-    return f"passed: {n['passed']} of {n['checks']} budgets hold{skipped}"
+    return f"passed: {n['checks']} of {n['checks']} budgets hold{skipped}"
 
 
 def junit_xml(checks: list[Check], suite: str) -> str:

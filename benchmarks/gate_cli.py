@@ -51,60 +51,77 @@ def run_gate(report: dict, spec: BudgetsSpec, baseline_path: Path | None = None,
     n = ci_outputs.counts(checks)
     if n["failed"]:
         # The failures were shown above, each once: the error names the count only.
-        raise BudgetExceeded(f"the gate failed: {n['failed']} of {n['checks']} budgets exceeded (see the gate's "
-                             "checks above)")
+        raise BudgetExceeded(f"{n['failed']} budget{'s' * (n['failed'] > 1)} exceeded (of {n['checks']}; each is "
+                             "shown above)")
     return checks
 
 
 def print_checks(checks: list[Check], stream) -> None:
-    """One row per check, failures first, fitted to the terminal: artifact names are
-    ellipsised, numbers never cut (the limit and margin columns go first when even an
-    8-character name does not fit). Below: why each failure failed, the latency
-    figures the gate judged, and what was skipped."""
-    from rich.cells import cell_len
+    """Each failure once, as a sentence (what, the limit, the measured value, by how
+    much, why); then a table of the checks that held or were skipped, fitted to the
+    terminal (80 columns when it is not one): artifact names are ellipsised, numbers
+    never cut, the limit column goes first when even an 8-character name does not fit.
+    Then the latency figures the gate judged, what was not gated, and the verdict.
+    Sentences are wrapped at spaces in a terminal, and one line each in a pipe or a CI
+    log (whose viewer wraps, and where a failure is one line to grep)."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(file=stream, highlight=False, markup=False, emoji=False)
-    order = {"FAIL": 0, "ok": 1, "skip": 2}
-    ordered = sorted(checks, key=lambda c: order[c.verdict])
-    columns = {"": [c.verdict for c in ordered], "artifact": [c.artifact for c in ordered],
-               "budget": [c.limit_name for c in ordered], "limit": [c.fmt(c.limit) for c in ordered],
-               "measured": [c.fmt(c.measured) for c in ordered], "past limit": [c.margin() for c in ordered]}
-    if not any(columns["past limit"]):
-        del columns["past limit"]
+
+    def say(text: str, indent: str = "") -> None:
+        if console.is_terminal:
+            text = textwrap.fill(text, console.width, initial_indent=indent, subsequent_indent=indent + "    ",
+                                 break_long_words=False, break_on_hyphens=False)
+        else:
+            text = indent + text
+        stream.write(text + "\n")
+
+    for c in checks:
+        if not c.passed:
+            say(c.line())
+    rest = [c for c in checks if c.passed]
+    if rest:
+        stream.write(_table(sorted(rest, key=lambda c: c.skipped), console))
+    for c in rest:
+        if c.latency is not None:  # the raw and the normalised change, and which decided
+            say(f"{c.artifact} {c.limit_name}: {c.detail}", "  ")
+    skipped = not_gated(checks)
+    for artifact, why in skipped.items():
+        say(f"not gated: {artifact}: the run skipped it ({why})", "  ")
+    reasons: dict[str, list[str]] = {}
+    for c in rest:
+        if c.skipped and c.artifact not in skipped:
+            reasons.setdefault(c.detail, []).append(f"{c.artifact} {c.limit_name}")
+    for why, which in reasons.items():
+        say(f"{why}: {', '.join(which)}", "  ")
+    stream.write(f"gate: {ci_outputs.verdict_line(checks).split(': ', 1)[1]}\n")
+
+
+def _table(checks: list[Check], console) -> str:
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    columns = {"": [c.verdict for c in checks], "artifact": [c.artifact for c in checks],
+               "budget": [c.limit_name for c in checks], "limit": [c.fmt(c.limit) for c in checks],
+               "measured": [c.fmt(c.measured) for c in checks]}
     widths = {k: max(cell_len(x) for x in [k, *v]) for k, v in columns.items()}
 
     def room() -> int:  # what is left for the artifact names, one space between columns
         return console.width - sum(w for k, w in widths.items() if k != "artifact") - (len(widths) - 1)
 
-    for optional in ("past limit", "limit"):
-        if room() < min(8, widths["artifact"]) and optional in widths:
-            del columns[optional], widths[optional]
+    if room() < min(8, widths["artifact"]):
+        del columns["limit"], widths["limit"]
     widths["artifact"] = max(1, min(widths["artifact"], room()))
     table = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False,
                   header_style="bold")
     for k in columns:
         table.add_column(k, width=widths[k], no_wrap=True, overflow="ellipsis",
-                         justify="right" if k in ("limit", "measured", "past limit") else "left")
+                         justify="right" if k in ("limit", "measured") else "left")
     for cells in zip(*columns.values()):
         table.add_row(*cells)
     with console.capture() as captured:
         console.print(table)
-    stream.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-    # Indented and without a verdict word: each failure is named once, in the table.
-    notes = [f"{c.artifact} {c.limit_name}: {c.detail}" for c in ordered
-             if (not c.passed and c.detail) or (c.passed and c.latency is not None)]
-    notes += [f"not gated: {a}: the run skipped it ({why})" for a, why in not_gated(checks).items()]
-    other = {}
-    for c in ordered:
-        if c.skipped and c.artifact not in not_gated(checks):
-            other.setdefault(c.detail, []).append(f"{c.artifact} {c.limit_name}")
-    notes += [f"{why}: {', '.join(which)}" for why, which in other.items()]
-    for note in notes:  # broken at spaces only: a number or a name is never split
-        stream.write(textwrap.fill(note, console.width, initial_indent="  ", subsequent_indent="    ",
-                                   break_long_words=False, break_on_hyphens=False) + "\n")
-    stream.write(f"gate {ci_outputs.verdict_line(checks)}\n")
+    return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
 
 
 def gate_command(args) -> int:
@@ -120,11 +137,10 @@ def gate_command(args) -> int:
     else:
         raise RecipeError(f"{args.report}: no budgets to check; pass --budgets budgets.yaml "
                           "or add 'budgets' to the recipe")
-    try:
-        run_gate(report, spec, args.baseline, junit=args.junit, json_out=args.json, markdown=args.markdown,
-                 fmt=args.format)
-    except BudgetExceeded:
-        return BudgetExceeded.exit_code  # the checks and the verdict are out already: no second report of it
+    # Over budget, run_gate raises BudgetExceeded: the CLI's one stderr line (exit 1) counts the
+    # failures, which were each shown once already.
+    run_gate(report, spec, args.baseline, junit=args.junit, json_out=args.json, markdown=args.markdown,
+             fmt=args.format)
     return 0
 
 
