@@ -108,7 +108,7 @@ def checks_markdown(checks: list[Check]) -> str:
     lines = [f"**Gate: {head}** — {rest}.", ""]
     if failed:
         lines += _table(failed, with_margin=True) + [""]
-    for group, summary in ((held, f"✅ {len(held)} budget{'s' * (len(held) != 1)} hold"),
+    for group, summary in ((held, f"✅ {len(held)} judged and held"),
                            (skipped, f"⏭️ {len(skipped)} not judged (skipped)")):
         if group:
             lines += ["<details>", f"<summary>{summary}</summary>", ""] + _table(group) + ["", "</details>", ""]

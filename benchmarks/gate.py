@@ -110,6 +110,8 @@ class Check:
             return "n/a"
         if self.unit == "bytes":
             return human_size(x)
+        if self.unit == "%" and abs(x) < 1:
+            return f"{number(x, '.2g')}%"  # 0.079%, not 0.07947%: below a point the noise is wider
         if self.unit in ("x", "", "%"):
             return f"{number(x)}{self.unit}"
         return f"{number(x)} {self.unit}".rstrip()

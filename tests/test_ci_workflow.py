@@ -188,3 +188,13 @@ def test_the_install_requirement_resolves_to_this_repositorys_metadata(tmp_path)
     installed = json.loads(out.read_text())["install"]
     assert [(i["metadata"]["name"], i["metadata"]["version"]) for i in installed] == [
         (name, tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the github-script step")
+def test_a_comment_over_githubs_limit_is_cut_with_a_note_and_keeps_its_marker(tmp_path):
+    (tmp_path / "runs" / "ci").mkdir(parents=True)
+    marker = "<!-- compressor-gate: big -->"
+    (tmp_path / "runs" / "ci" / "comment.md").write_text(marker + "\n" + "| row |\n" * 20_000)
+    state = post_comment(tmp_path, {"comments": [], "next": 1, "calls": [], "log": []})
+    body = state["comments"][0]["body"]
+    assert len(body) <= 65536 and body.startswith(marker + "\n") and body.rstrip().endswith("in the job summary._")

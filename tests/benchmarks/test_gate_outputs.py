@@ -93,7 +93,7 @@ def test_passes_are_folded_and_failures_stay_in_sight(files):
     checks = text[text.index("**Gate: FAILED**"):]
     visible, folded = checks.split("<details>", 1)
     assert "| ❌ | onnx/int8-static | max_latency_regression | 5% |" in visible and "✅" not in visible
-    assert "<summary>✅ 6 budgets hold</summary>" in folded and "❌" not in folded
+    assert "<summary>✅ 6 judged and held</summary>" in folded and "❌" not in folded
     assert "<summary>⏭️ 2 not judged (skipped)</summary>" in folded
     assert folded.count("</details>") == 2
 
@@ -210,4 +210,4 @@ def test_the_run_flow_names_the_count_not_a_second_copy_of_the_failure():
 def test_checks_markdown_alone_folds_passes():
     checks = evaluate(report(), BudgetsSpec(limits={"*": Limits(max_size="2MB")}))
     text = ci_outputs.checks_markdown(checks)
-    assert text.startswith("**Gate: passed** — 2 of 2 budgets hold.\n\n<details>\n<summary>✅ 2 budgets hold")
+    assert text.startswith("**Gate: passed** — 2 of 2 budgets hold.\n\n<details>\n<summary>✅ 2 judged and held")
