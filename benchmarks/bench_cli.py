@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import re
@@ -79,8 +81,6 @@ def resolve_devices(args: argparse.Namespace) -> list:
 def bench_files(args: argparse.Namespace) -> int:
     import targets
     from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
 
     from benchmarks.devices.inventory import LOCAL_DEVICE
 
@@ -95,7 +95,7 @@ def bench_files(args: argparse.Namespace) -> int:
     cfg = BenchConfig(device=args.exec_device, threads=args.threads, batch_sizes=tuple(args.batch),
                       warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs, min_time_s=args.min_time_s,
                       isolate=not args.no_isolate, trust=args.trust)
-    console = Console()
+    console = Console(stderr=args.format != "table")  # json/csv own stdout
     with tempfile.TemporaryDirectory(prefix="compressor-given-") as tmp:
         jobs = {f: _job(f, cfg, args.given[f], Path(tmp) / f"given-{i}.npz") for i, f in enumerate(files)}
         if args.devices_list != [LOCAL_DEVICE]:
@@ -104,43 +104,111 @@ def bench_files(args: argparse.Namespace) -> int:
             return bench_devices_command(args, files, cfg, console,
                                          lambda f: _measure_or_error(f, *jobs[f], data=args.eval_data))
         results: list[Metrics] = []
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("benchmark", total=len(files))
+        with _progress(args, len(files)) as step:
             for f in files:
-                progress.update(task, description=f"benchmark {f.name}")
+                step(f.name)
                 results.append(_measure(f, *jobs[f], data=args.eval_data))
-                progress.advance(task)
     from benchmarks.given import unused
 
     unused({Path(m.path): [i["name"] for i in m.inputs] for m in results}, args.settings)
+    document = {"schema": "compressor.bench", "schema_version": BENCH_SCHEMA_VERSION,
+                "config": {k: v for k, v in cfg.__dict__.items()},
+                "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
+                "results": [m.to_json() for m in results]}
+    if args.format == "table":
+        _print_tables(results, cfg, console)
+    elif args.format == "json":
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        from benchmarks.termtable import emit_records
+
+        emit_records(bench_records(results, cfg.batch_sizes), "csv")
+    if args.json:
+        from compressor.fsutil import write_json
+
+        write_json(args.json, document)
+    return 0
+
+
+def _columns():
+    from benchmarks.termtable import Column
+
+    return (Column("file", left=True, shrink=True, min_width=20), Column("runtime", left=True, shrink=True, min_width=12, drop=6),
+            Column("size"), Column("gzip", drop=8), Column("load s", drop=5), Column("first ms", drop=4),
+            Column("p50 ms"), Column("p90 ms", drop=2), Column("p99 ms", drop=9), Column("cv", drop=10),
+            Column("per s", drop=3), Column("peak RSS", drop=7), Column("accuracy", drop=1))
+
+
+def _print_tables(results: list[Metrics], cfg: BenchConfig, console) -> None:
+    """One table per batch size, fitting the terminal; files not run at a batch say why."""
+    from benchmarks.termtable import FitTable
 
     for batch in cfg.batch_sizes:
-        table = Table(title=f"batch {batch}, {cfg.threads} threads, {cfg.device}", title_justify="left")
-        for col in ("file", "runtime", "size", "gzip", "load s", "first ms", "p50 ms", "p90 ms", "p99 ms",
-                    "cv", "peak RSS", "accuracy"):
-            table.add_column(col, justify="left" if col in ("file", "runtime") else "right", overflow="fold")
+        table = FitTable(_columns(), title=f"batch {batch}, {cfg.threads} threads, {cfg.device}")
         skipped = []
         for m in results:
             lat = m.latency_at(batch)
             if lat is None:
                 skipped.append(f"{Path(m.path).name}: {m.batches_refused.get(str(batch), 'not run at this batch')}")
                 continue
-            table.add_row(Path(m.path).name, m.runtime, human_size(m.size_bytes), human_size(m.gzip_bytes),
-                          f"{m.load_s:.3f}", f"{m.first_inference_ms:.2f}", f"{lat.p50_ms:.3f}",
-                          f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}", f"{lat.cv:.2f}",
-                          "-" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f} MB",
-                          "-" if m.accuracy is None else f"{100 * m.accuracy:.2f}%")
-        console.print(table)
+            table.add_row([Path(m.path).name, m.runtime, human_size(m.size_bytes), human_size(m.gzip_bytes),
+                           f"{m.load_s:.3f}", f"{m.first_inference_ms:.2f}", f"{lat.p50_ms:.3f}",
+                           f"{lat.p90_ms:.3f}", f"{lat.p99_ms:.3f}", f"{lat.cv:.2f}", _per_s(lat.throughput),
+                           "-" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f} MB",
+                           "-" if m.accuracy is None else f"{100 * m.accuracy:.2f}%"])
+        if table.rows:
+            table.render(console)
         for line in skipped:
             console.print(f"  not run at batch {batch}: {line}", markup=False, highlight=False)
-    if args.json:
-        from compressor.fsutil import write_json
 
-        write_json(args.json, {"schema": "compressor.bench", "schema_version": BENCH_SCHEMA_VERSION,
-                               "config": {k: v for k, v in cfg.__dict__.items()},
-                               "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
-                               "results": [m.to_json() for m in results]})
-    return 0
+
+def _per_s(x: float) -> str:
+    """Samples per second, in at most 6 characters."""
+    return f"{x:.0f}" if x < 1e5 else f"{x / 1e3:.0f}k" if x < 1e8 else f"{x:.1e}"
+
+
+def bench_records(results: list[Metrics], batches) -> list[dict]:
+    """One record per file and batch, raw values (bytes, ms, samples/s, a fraction), for
+    --format csv; a batch a file was not run at has its reason instead of numbers."""
+    out = []
+    for m in results:
+        for batch in batches:
+            lat = m.latency_at(batch)
+            out.append({"file": m.path, "runtime": m.runtime, "batch": batch, "size_bytes": m.size_bytes,
+                        "gzip_bytes": m.gzip_bytes, "load_s": m.load_s, "first_ms": m.first_inference_ms,
+                        "p50_ms": lat and lat.p50_ms, "p90_ms": lat and lat.p90_ms, "p99_ms": lat and lat.p99_ms,
+                        "cv": lat and lat.cv, "samples_per_s": lat and lat.throughput,
+                        "peak_rss_mb": m.peak_rss_mb, "accuracy": m.accuracy,
+                        "not_run": None if lat else m.batches_refused.get(str(batch), "not run at this batch")})
+    return out
+
+
+@contextlib.contextmanager
+def _progress(args, total: int):
+    """A bar over the files that keeps moving while one is measured (a spinner and the
+    time so far: a file takes from a second to a minute in its own process), on
+    stderr so that --format json/csv keeps stdout clean; none with --no-progress or when
+    stderr is not a terminal."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    if args.no_progress or not err.is_terminal:  # a pipe or a CI log gets no redraws
+        yield lambda name: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("benchmark", total=total)
+        started = [False]
+
+        def step(name: str) -> None:
+            if started[0]:
+                progress.advance(task)
+            started[0] = True
+            progress.update(task, description=f"benchmark {name}")
+        yield step
 
 
 def _job(f: Path, cfg: BenchConfig, given, npz: Path) -> tuple[BenchConfig, dict | None]:

@@ -35,32 +35,49 @@ def _pct(new: float | None, old: float | None) -> str:
 
 
 def compare_command(base_path: Path, new_path: Path, device: str | None = None,
-                    mapping: list[str] | None = None, console=None) -> int:
-    from rich import box
+                    mapping: list[str] | None = None, console=None, fmt: str = "table") -> int:
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+
+    from benchmarks.termtable import Column, FitTable, emit_records
 
     base, new = load_report(base_path, "baseline"), load_report(new_path)
     pairs = device_pairs(base, new, base_path, new_path, device, mapping)
     batch = new["benchmark"]["batch_sizes"][0]
-    table = Table(title=f"{base_path} -> {new_path} (batch {batch})", title_justify="left",
-                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, show_edge=False)
-    for col in ("artifact", "p50 ms", "Δ p50", "size", "Δ size", "accuracy"):
-        # Only the name may fold: a number cut short would mislead.
-        table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=col != "artifact",
-                         overflow="fold")
+    matched = matched_rows(base, new, pairs)
+    if fmt != "table":
+        emit_records([_record(g, name, base, a, new, b, batch) for g, name, a, b in matched], fmt)
+        return 0
+    # Names shrink first, then accuracy goes, then the size change: the latency stays.
+    table = FitTable((Column("artifact", left=True, shrink=True, min_width=20), Column("p50 ms"), Column("Δ p50"),
+                      Column("size", drop=1), Column("Δ size", drop=2), Column("accuracy", drop=3)),
+                     title=f"{base_path} -> {new_path} (batch {batch})")
     heading = None
-    for group, name, a_row, b_row in matched_rows(base, new, pairs):
+    for group, name, a_row, b_row in matched:
         if group is not None and group != heading:
             heading = group
-            if table.row_count:
-                table.add_section()
-            table.add_row(Text(group, style="bold"), *[""] * 5)
+            table.add_heading(group)
         cells, slower = _cells(name, base, a_row, new, b_row, batch)
-        table.add_row(*cells, style="red" if slower else None)
-    (console or Console()).print(table)
+        table.add_row(cells, style="red" if slower else None)
+    table.render(console or Console())
     return 0
+
+
+def _record(group: str | None, name: str, base: dict, a_row: dict | None, new: dict, b_row: dict | None,
+            batch: int) -> dict:
+    """One matched row's raw values for --format json/csv: ms, bytes, fractions, the
+    change in percent (None where a side has no value or the clock was an emulator's)."""
+    a, b = (a_row or {}).get("metrics") or {}, (b_row or {}).get("metrics") or {}
+    pa, pb = _p50(a, batch), _p50(b, batch)
+    emulated = (a_row is not None and row_emulated(base, a_row)) or (b_row is not None and row_emulated(new, b_row))
+
+    def change(x, y):
+        return None if x is None or y is None or x == 0 else round(100 * (y - x) / x, 3)
+    return {"device": group, "artifact": name, "batch": batch,
+            "base_status": (a_row or {}).get("status"), "new_status": (b_row or {}).get("status"),
+            "base_p50_ms": pa, "new_p50_ms": pb, "p50_change_pct": None if emulated else change(pa, pb),
+            "base_size_bytes": a.get("size_bytes"), "new_size_bytes": b.get("size_bytes"),
+            "size_change_pct": change(a.get("size_bytes"), b.get("size_bytes")),
+            "base_accuracy": a.get("accuracy"), "new_accuracy": b.get("accuracy"), "emulated": bool(emulated)}
 
 
 def device_pairs(base: dict, new: dict, base_path: Path, new_path: Path, device: str | None,

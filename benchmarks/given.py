@@ -197,3 +197,22 @@ def fit_given(shape, batch, dtype, value):
     if np.dtype(dtype).kind in "iub" and a.dtype.kind == "f" and np.any(a != np.round(a)):
         raise ValueError("it holds fractional values, the input takes %s; give whole numbers" % dtype)
     return np.ascontiguousarray(a.astype(dtype, copy=False))
+
+
+def batch_refusal(inputs, batch: int, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Why a model cannot be timed at `batch` (None: it can). It cannot when no input with
+    a leading axis leaves that axis free (the model fixes it, or --shape does) and the first
+    one fixes it at another size: its feeds would hold that many samples, not `batch`, and
+    the row would report another batch's latency and throughput under this one's name."""
+    ranked = [s for s in inputs if len(s.shape)]
+    if not ranked or any(s.batch_dynamic and s.name not in shapes for s in ranked):
+        return None
+    first = ranked[0]
+    dims = tuple(shapes.get(first.name) or first.shape)
+    if dims[0] == batch:
+        return None
+    if first.name in shapes:
+        return (f"--shape {first.name}={'x'.join(map(str, dims))} fixes the batch axis at {dims[0]}, so batch "
+                f"{batch} cannot be run: drop --shape for that input or ask for --batch {dims[0]}")
+    return (f"the model takes batch {dims[0]} only (input {first.name!r} is {list(first.shape)}), so batch "
+            f"{batch} cannot be run: export it with a dynamic batch axis or ask for --batch {dims[0]}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import eval_data
+from benchmarks.given import batch_refusal
 from benchmarks.metrics import Latency, Metrics
 from compressor import errors
 from compressor.config.recipe import MAX_ELEMENTS, MAX_WAIT_S
@@ -231,25 +232,6 @@ def run_job(job: dict) -> dict:
         batches_refused=refused,
     ).to_json() | {"latency": [asdict(l) if cfg.keep_samples else {**asdict(l), "samples_ms": []}
                                for l in latencies]}
-
-
-def batch_refusal(inputs, batch: int, shapes: dict[str, tuple[int, ...]]) -> str | None:
-    """Why a model cannot be timed at `batch` (None: it can). It cannot when no input with
-    a leading axis leaves that axis free (the model fixes it, or --shape does) and the first
-    one fixes it at another size: its feeds would hold that many samples, not `batch`, and
-    the row would report another batch's latency and throughput under this one's name."""
-    ranked = [s for s in inputs if len(s.shape)]
-    if not ranked or any(s.batch_dynamic and s.name not in shapes for s in ranked):
-        return None
-    first = ranked[0]
-    dims = tuple(shapes.get(first.name) or first.shape)
-    if dims[0] == batch:
-        return None
-    if first.name in shapes:
-        return (f"--shape {first.name}={'x'.join(map(str, dims))} fixes the batch axis at {dims[0]}, so batch "
-                f"{batch} cannot be run: drop --shape for that input or ask for --batch {dims[0]}")
-    return (f"the model takes batch {dims[0]} only (input {first.name!r} is {list(first.shape)}), so batch "
-            f"{batch} cannot be run: export it with a dynamic batch axis or ask for --batch {dims[0]}")
 
 
 def alternating_medians_ms(s1, s2, feed: dict[str, np.ndarray], blocks: int = 5, runs: int = 10) -> tuple[float, float]:

@@ -193,29 +193,34 @@ def pruning_markdown(report: dict) -> list[str]:
 
 
 def print_table(report: dict, console=None) -> None:
-    """A terminal table that fits 80 columns: the Markdown report has the full set. Rows
-    of other devices come under a line naming the device, with their plain names, so that
-    the artifact column stays as narrow as on one machine."""
+    """A terminal table that fits the terminal (80 columns and up): names ellipsised in the
+    middle, then the least useful columns dropped, numbers never cut; the Markdown report
+    has the full set. Rows of other devices come under a line naming the device, with
+    their plain names, so that the artifact column stays as narrow as on one machine."""
     from rich.console import Console
+
+    from benchmarks.termtable import FitTable
 
     console = console or Console()
     header, cells = rows(report)
-    keep = ["artifact", "precision", "size", header[4], "p90 ms", "speedup", "accuracy", "Δ acc", "cosine"]
-    idx = [header.index(k) for k in keep]
-    table = _main_table(report, header, keep)
+    b = report["benchmark"]
+    table = FitTable(_terminal_columns(), title=f"{report['name']}: batch {b['batch_sizes'][0]}, "
+                     f"{b['threads']} threads, {b['device']}")
+    idx = [header.index(k) for k in ("artifact", "precision", "size", header[4], "p90 ms", "speedup", "accuracy",
+                                     "Δ acc", "cosine")]
     current = None
     for r, row in zip(grouped(report), cells):
         if row[-1] == "skipped":
             continue  # the reason is printed below the table
         if has_devices(report) and device_of(r) != current:
             current = device_of(r)
-            _device_heading(table, report, current, len(keep))
+            table.add_heading(f"{current} (emulated)" if device_emulated(report, current) else current)
         bad = row[-1].startswith(("FAILED", "⚠"))
         cells_short = [row[i].removesuffix(" pt") for i in idx]
         if has_devices(report):
             cells_short[0] = artifact_key(r)
-        table.add_row(*cells_short, style="red" if bad else None)
-    console.print(table)
+        table.add_row(cells_short, style="red" if bad else None)
+    table.render(console)
     ref = report["reference"]
     if ref.get("accuracy") is not None:
         console.print(f"reference: {_framework(ref)} fp32, accuracy {100 * ref['accuracy']:.2f}% on {ref['eval_samples']} "
@@ -236,28 +241,14 @@ def print_table(report: dict, console=None) -> None:
         console.print(f"[bold]{text}[/bold]", highlight=False, soft_wrap=True)
 
 
-def _main_table(report: dict, header: list[str], keep: list[str]):
-    from rich import box
-    from rich.table import Table
+def _terminal_columns():
+    from benchmarks.termtable import Column
 
-    short = {"precision": "prec", header[4]: "p50 ms", "accuracy": "acc", "speedup": "speed"}
-    table = Table(title=f"{report['name']}: batch {report['benchmark']['batch_sizes'][0]}, "
-                  f"{report['benchmark']['threads']} threads, {report['benchmark']['device']}",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
-                  collapse_padding=True, show_edge=False)
-    for k in keep:
-        table.add_column(short.get(k, k), justify="left" if k in ("artifact", "precision") else "right",
-                         no_wrap=k != "artifact", overflow="fold", min_width=4 if k == "precision" else None)
-    return table
-
-
-def _device_heading(table, report: dict, device: str, width: int) -> None:
-    from rich.text import Text
-
-    label = f"{device} (emulated)" if device_emulated(report, device) else device
-    if table.row_count:
-        table.add_section()
-    table.add_row(Text(label, style="bold"), *[""] * (width - 1))
+    # Dropped when the terminal is narrow, first to last: precision (the label says it), the
+    # accuracy change, p90, accuracy, cosine.
+    return (Column("artifact", left=True, shrink=True, min_width=20), Column("prec", left=True, drop=5),
+            Column("size"), Column("p50 ms"), Column("p90 ms", drop=3), Column("speed"), Column("acc", drop=2),
+            Column("Δ acc", drop=4), Column("cosine", drop=1))
 
 
 def print_devices(report: dict, console) -> None:

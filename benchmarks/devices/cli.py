@@ -19,14 +19,20 @@ if TYPE_CHECKING:
 
 
 def add_arguments(sub) -> None:
+    import argparse
+
     d = sub.add_parser("devices", help="the devices artifacts are measured on (devices.yaml): add, list, remove, "
-                       "probe, trust")
+                       "probe, trust", formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  compressor devices add pi5 ssh://pi@192.168.1.20 --threads 4
+  compressor devices trust pi5        # check and accept its host key
+  compressor devices probe            # CPU, memory, OS, runtimes of every device
+  compressor bench model.onnx --device pi5 --device local""")
     dsub = d.add_subparsers(dest="devices_command", required=True, parser_class=type(d))
     a = dsub.add_parser("add", help="add a device: compressor devices add pi5 ssh://pi@192.168.1.20")
-    a.add_argument("name")
+    a.add_argument("name", help="the device's name in recipes and --device (letters, digits, \".\", \"-\", \"_\")")
     a.add_argument("url", help="ssh://[user@]host[:port] or local")
     a.add_argument("--python", help="the Python on the device (default python3)")
-    a.add_argument("--threads", type=int)
+    a.add_argument("--threads", type=int, help="runtime threads on the device (default: the recipe's or --threads)")
     a.add_argument("--workdir", help="folder on the device for the work folder (default its temp folder)")
     a.add_argument("--identity-file", help="SSH private key (default: your agent and ~/.ssh)")
     a.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")

@@ -6,38 +6,44 @@ from pathlib import Path
 
 from benchmarks.devices.bench import bench_on_devices
 from benchmarks.report import human_size
+from benchmarks.termtable import Column, FitTable, emit_records
+
+_COLUMNS = (Column("file", left=True, shrink=True, min_width=12), Column("device", left=True, shrink=True),
+            Column("size"), Column("p50 ms"), Column("p90 ms", drop=2), Column("cv", drop=5),
+            Column("RSS", drop=4), Column("acc", drop=1), Column("cos/local", drop=3))
 
 
 def bench_devices_command(args, files: list[Path], cfg, console, measure_local) -> int:
     """Measure on every --device, print the tables, write --json; exit 2 when a device or
     one of its rows failed (the others are still shown)."""
-    from rich import box
-    from rich.table import Table
-
     from compressor import sysinfo
 
     rows, devices, failed = bench_on_devices(files, args.devices_list, cfg, args.eval_data, args.rounds,
                                              measure_local, console, given=getattr(args, "given", None))
     names = list(devices)
+    document = {"schema": "compressor.bench", "schema_version": 2,
+                "config": {k: v for k, v in cfg.__dict__.items()}, "rounds": args.rounds,
+                "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
+                "devices": devices, "results": rows}
+    fmt = getattr(args, "format", "table")
+    if fmt != "table":
+        _emit(document, rows, cfg.batch_sizes, fmt)
+        return _finish(args, document, rows, failed)
     for batch in cfg.batch_sizes if any(r.get("metrics") for r in rows) else ():
-        table = Table(title=f"batch {batch}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                      collapse_padding=True, show_edge=False)
-        for col in ("file", "device", "size", "p50 ms", "p90 ms", "cv", "RSS", "acc", "cos/local"):
-            table.add_column(col, justify="left" if col in ("file", "device") else "right",
-                             overflow="fold", no_wrap=col not in ("file",))
+        table = FitTable(_COLUMNS, title=f"batch {batch}")
         for r in rows:
             m = r.get("metrics")
-            if not m:
+            lat = next((l for l in m["latency"] if l["batch"] == batch), None) if m else None
+            if lat is None:
                 continue
-            lat = next((l for l in m["latency"] if l["batch"] == batch), None)
             emulated = " (emu)" if m.get("emulated") else ""
             vs = (r.get("vs_local") or {}).get("cosine_mean")
-            table.add_row(Path(r["file"]).name, r["device"] + emulated, human_size(m["size_bytes"]),
-                          f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}", f"{lat['cv']:.2f}",
-                          "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}M",
-                          "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%",
-                          "-" if vs is None else f"{vs:.4f}")
-        console.print(table)
+            table.add_row([Path(r["file"]).name, r["device"] + emulated, human_size(m["size_bytes"]),
+                           f"{lat['p50_ms']:.3f}", f"{lat['p90_ms']:.3f}", f"{lat['cv']:.2f}",
+                           "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}M",
+                           "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%",
+                           "-" if vs is None else f"{vs:.4f}"])
+        table.render(console)
     if len(names) > 1 and any(r.get("metrics") for r in rows):
         console.print(side_by_side(rows, names, devices, cfg.batch_sizes[0]))
     for note, who in notes_by_text(devices).items():
@@ -47,18 +53,41 @@ def bench_devices_command(args, files: list[Path], cfg, console, measure_local) 
         if r["error"] not in failed:  # a device that failed as a whole says so once, below
             why = r["error"].removeprefix(f"{r['device']}: ")
             console.print(f"[red]{Path(r['file']).name} on {r['device']}: {why}[/red]", soft_wrap=True)
+    return _finish(args, document, rows, failed)
+
+
+def _finish(args, document: dict, rows: list[dict], failed: list[str]) -> int:
+    import sys
+
     if args.json:
         from compressor.fsutil import write_json
 
-        write_json(args.json, {"schema": "compressor.bench", "schema_version": 2,
-                               "config": {k: v for k, v in cfg.__dict__.items()}, "rounds": args.rounds,
-                               "machine": sysinfo.machine(), "libraries": sysinfo.library_versions(),
-                               "devices": devices, "results": rows})
-    import sys
-
+        write_json(args.json, document)
     for line in failed:  # one line per device that could not be used at all
         print(f"compressor: error: {line}", file=sys.stderr)
-    return 2 if bad or failed else 0
+    return 2 if any(r.get("error") for r in rows) or failed else 0
+
+
+def _emit(document: dict, rows: list[dict], batches, fmt: str) -> None:
+    """--format json: the --json document on stdout; csv: one record per file, device and batch."""
+    import json
+
+    if fmt == "json":
+        print(json.dumps(document, indent=2, default=str))
+        return
+    records = []
+    for r in rows:
+        m = r.get("metrics") or {}
+        for batch in batches:
+            lat = next((l for l in m.get("latency", []) if l["batch"] == batch), None)
+            records.append({"file": r["file"], "device": r["device"], "batch": batch,
+                            "size_bytes": m.get("size_bytes"), "p50_ms": lat and lat["p50_ms"],
+                            "p90_ms": lat and lat["p90_ms"], "cv": lat and lat["cv"],
+                            "samples_per_s": lat and lat.get("throughput"), "peak_rss_mb": m.get("peak_rss_mb"),
+                            "accuracy": m.get("accuracy"), "emulated": bool(m.get("emulated")),
+                            "cosine_vs_local": (r.get("vs_local") or {}).get("cosine_mean"),
+                            "error": r.get("error")})
+    emit_records(records, "csv")
 
 
 def notes_by_text(devices: dict) -> dict[str, list[str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-import warnings
 from pathlib import Path
 
 from compressor.errors import CompressorError
@@ -35,6 +34,58 @@ def _positive(text: str) -> int:
     return v
 
 
+MAIN_EXAMPLES = """examples:
+  compressor demo                              # the shipped model, end to end
+  compressor run recipe.yaml                   # compress, export, validate, benchmark
+  compressor bench model.onnx model.tflite     # time files made by anybody
+  compressor compare base/report.json new/report.json
+  compressor gate runs/NAME/report.json --budgets budgets.yaml
+
+'compressor COMMAND --help' has each command's options and examples."""
+
+RUN_EXAMPLES = """examples:
+  compressor run recipe.yaml
+  compressor run recipe.yaml --out runs/today --overwrite
+  compressor run recipe.yaml --baseline runs/main/report.json   # regression budgets
+  compressor run recipe.yaml --devices devices.yaml --no-progress
+A run writes report.md, report.html, report.json, manifest.json and artifacts/ under --out."""
+
+BENCH_EXAMPLES = """examples:
+  compressor bench model.onnx model_int8.onnx model.tflite
+  compressor bench model.onnx --batch 1,8,32 --threads 4
+  compressor bench encoder.onnx --shape input_ids=1x128 --inputs tokens.npz
+  compressor bench model.onnx --device pi5 --device local      # devices.yaml
+  compressor bench *.onnx --format csv > latency.csv"""
+
+COMPARE_EXAMPLES = """examples:
+  compressor compare runs/main/report.json runs/pr/report.json
+  compressor compare base.json new.json --device pi5
+  compressor compare run.json run.json --map local=pi5        # the board against this machine
+  compressor compare base.json new.json --format json"""
+
+
+TUNE_EXAMPLES = """examples:
+  compressor tune recipe.yaml --trials 20          # a study in runs/NAME-tune/study.db
+  compressor tune recipe.yaml --trials 40          # continue it to 40 trials
+  compressor tune recipe.yaml --storage sqlite:///shared.db --study nightly"""
+
+GATE_EXAMPLES = """examples:
+  compressor gate runs/pr/report.json                       # the recipe's own budgets
+  compressor gate runs/pr/report.json --budgets budgets.yaml --baseline runs/main/report.json
+  compressor gate runs/pr/report.json --junit gate.xml --markdown comment.md
+  compressor gate runs/pr/report.json --format json"""
+
+SENSITIVITY_EXAMPLES = """examples:
+  compressor sensitivity recipe.yaml --target onnx --top 10
+  compressor sensitivity recipe.yaml --target onnx --mode target --granularity block
+  compressor sensitivity recipe.yaml --target tflite --json > ranking.json"""
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="table (fits the terminal), or json / csv of the raw values on stdout (default table)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every user mistake
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -44,37 +95,43 @@ def build_parser() -> argparse.ArgumentParser:
     from compressor import __version__
 
     p = _Parser(prog="compressor", description="Compress a PyTorch model, export it to deployment targets, "
-                "validate and benchmark every artifact.")
+                "validate and benchmark every artifact.", epilog=MAIN_EXAMPLES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"compressor {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run a recipe: compress, export, validate, benchmark, report")
-    r.add_argument("recipe", type=Path)
+    r = sub.add_parser("run", help="run a recipe: compress, export, validate, benchmark, report",
+                       epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("recipe", type=Path, help="recipe YAML ('compressor schema' prints its JSON schema)")
     r.add_argument("--out", type=Path, help="run directory (default: the recipe's output.dir or runs/NAME)")
     r.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     r.add_argument("--baseline", type=Path, help="baseline report.json for the recipe's regression budgets")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress lines")
     r.add_argument("--devices", type=Path, metavar="FILE",
                    help="devices inventory for benchmark.devices (default ./devices.yaml over the user's)")
     r.add_argument("--resume", action="store_true",
                    help="continue QAT from the checkpoints in the run directory (after an interruption)")
 
     t = sub.add_parser("tune", help="search the recipe's tune space for the fastest/smallest configuration "
-                       "within its accuracy budget (an Optuna study; rerun to continue it)")
-    t.add_argument("recipe", type=Path)
+                       "within its accuracy budget (an Optuna study; rerun to continue it)", epilog=TUNE_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("recipe", type=Path, help="recipe YAML with a tune section (see docs/tune.md)")
     t.add_argument("--trials", type=_positive, help="trials in the study in all (default: the recipe's tune.trials)")
     t.add_argument("--storage", help="SQLAlchemy database URL of the study (default: sqlite:///OUT/study.db)")
     t.add_argument("--study", help="study name (default: tune.study or the recipe's name)")
     t.add_argument("--out", type=Path, help="tune directory (default: runs/NAME-tune)")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress lines")
 
     d = sub.add_parser("demo", help="run the shipped recipe on the shipped digits CNN")
-    d.add_argument("--out", type=Path, default=Path("runs/digits-demo"))
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--out", type=Path, default=Path("runs/digits-demo"),
+                   help="run directory, replaced on each demo (default runs/digits-demo)")
+    d.add_argument("--no-progress", action="store_true", help="no progress lines")
 
-    b = sub.add_parser("bench", help="benchmark artifact files made by anybody")
-    b.add_argument("files", type=Path, nargs="+")
-    b.add_argument("--threads", type=_positive, default=2)
+    b = sub.add_parser("bench", help="benchmark artifact files made by anybody", epilog=BENCH_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                   help="artifacts: .onnx, .tflite, .xml (OpenVINO IR), .pte, .pt (TorchScript), .pt2")
+    b.add_argument("--threads", type=_positive, default=2, help="intra-op threads of each runtime (default 2)")
     b.add_argument("--batch", type=_batches, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
     b.add_argument("--shape", action="append", default=[], metavar="[FILE:]NAME=DxDxD",
                    help="fix an input's shape (for dynamic dimensions); FILE: for one of several files; repeatable")
@@ -90,18 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "over ~/.config/compressor/devices.yaml)")
     b.add_argument("--rounds", type=_positive, default=3,
                    help="interleaved rounds across the files on a remote device (default 3)")
-    b.add_argument("--runs", type=_positive, default=100)
-    b.add_argument("--warmup", type=int, default=10)
-    b.add_argument("--warmup-s", type=float, default=0.2)
-    b.add_argument("--min-time-s", type=float, default=0.0)
+    b.add_argument("--runs", type=_positive, default=100, help="timed runs per batch size (default 100)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
+    b.add_argument("--warmup-s", type=float, default=0.2,
+                   help="keep warming up for at least this many seconds (default 0.2)")
+    b.add_argument("--min-time-s", type=float, default=0.0,
+                   help="time for at least this many seconds, beyond --runs (default 0)")
     b.add_argument("--eval-data", type=Path, help=".npz of inputs keyed by input name, plus 'labels'")
     b.add_argument("--json", type=Path, help="also write the metrics as JSON here")
     b.add_argument("--no-isolate", action="store_true", help="measure in this process (no peak memory)")
     b.add_argument("--trust", action="store_true",
                    help="allow formats that run code when loaded (TorchScript .pt, .pt2) from outside")
+    _add_format(b)
+    b.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
 
-    g = sub.add_parser("gate", help="check a report against budgets (exit 0 ok, 1 exceeded, 2 usage error)")
-    g.add_argument("report", type=Path)
+    g = sub.add_parser("gate", help="check a report against budgets (exit 0 ok, 1 exceeded, 2 usage error)",
+                       epilog=GATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("report", type=Path, help="the run's report.json")
     g.add_argument("--budgets", type=Path, help="budgets.yaml (default: the budgets of the run's recipe)")
     g.add_argument("--baseline", type=Path, help="baseline report.json for regression limits")
     g.add_argument("--junit", type=Path, help="write JUnit XML here (one test case per artifact and budget)")
@@ -111,19 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stdout: a table for people (fits the terminal), the checks and verdict as JSON, or "
                    "one CSV row per check; the exit code is the same")
 
-    c = sub.add_parser("compare", help="side-by-side table of two reports (baseline first)")
-    c.add_argument("baseline", type=Path)
-    c.add_argument("candidate", type=Path)
+    c = sub.add_parser("compare", help="side-by-side table of two reports (baseline first)", epilog=COMPARE_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("baseline", type=Path, help="the baseline run's report.json")
+    c.add_argument("candidate", type=Path, help="the new run's report.json")
+    _add_format(c)
     from benchmarks.compare import add_arguments as compare_arguments
 
     compare_arguments(c)
 
     sn = sub.add_parser("sensitivity", help="rank a recipe model's layers by how much int8 on one target hurts "
-                        "them (one layer quantized at a time)")
-    sn.add_argument("recipe", type=Path)
+                        "them (one layer quantized at a time)", epilog=SENSITIVITY_EXAMPLES,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sn.add_argument("recipe", type=Path, help="recipe YAML (its model, data and calibration)")
     sn.add_argument("--target", required=True, help="whose quantizer to simulate: onnx, tflite, torchscript, pt2")
     sn.add_argument("--top", type=_positive, help="show only the N most sensitive")
-    sn.add_argument("--granularity", choices=("layer", "block"), default="layer")
+    sn.add_argument("--granularity", choices=("layer", "block"), default="layer",
+                    help="score each layer, or each block (a module holding layers) first (default layer)")
     sn.add_argument("--mode", choices=("simulated", "target"), default="simulated",
                     help="simulated: the target's quantizer in PyTorch; target: its real lowering (onnx)")
     sn.add_argument("--json", action="store_true", help="print the ranking as JSON")
@@ -138,11 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from compressor.logs import quiet_third_party
+    from compressor.logs import cli_done, quiet_cli
 
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore")
-    quiet_third_party()
+    quiet_cli()  # before any subcommand imports a library: their logs go to the run's log
+    try:
+        return _dispatch(args)
+    finally:
+        cli_done()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return {"run": _run, "tune": _tune, "demo": _demo, "bench": _bench, "gate": _gate, "compare": _compare,
                 "schema": _schema, "sensitivity": _sensitivity, "devices": _devices}[args.command](args)
@@ -252,7 +324,7 @@ def _gate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from benchmarks.compare import compare_command
 
-    return compare_command(args.baseline, args.candidate, device=args.device, mapping=args.map)
+    return compare_command(args.baseline, args.candidate, device=args.device, mapping=args.map, fmt=args.format)
 
 
 def _devices(args: argparse.Namespace) -> int:

@@ -303,6 +303,11 @@ def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
     write_json(ctx.out / "report.json", report)
     write_text(ctx.out / "report.md", reports.to_markdown(report))
     write_html(ctx.out / "report.html", report)
+    from compressor.logs import LOG_NAME, run_log_text
+
+    log = run_log_text(f"compressor run {ctx.recipe.name}")
+    if log is not None:  # only the CLI keeps one: a Python caller has its own logging
+        write_text(ctx.out / LOG_NAME, log)
     verdict = None
     if ctx.recipe.budgets is not None:
         try:

@@ -34,7 +34,7 @@ MARKER = ".compressor-run.json"
 LOCK = ".compressor.lock"
 INCOMPLETE = "INCOMPLETE"
 # What a run writes at the top of its directory (the gate files only with budgets).
-REPORT_FILES = ("report.json", "report.md", "report.html", "gate.xml", "gate.json", "gate.md")
+REPORT_FILES = ("report.json", "report.md", "report.html", "gate.xml", "gate.json", "gate.md", "run.log")
 _META = (MARKER, LOCK, INCOMPLETE, "manifest.json")
 _DEBRIS = (".staging", ".part")   # atomic writes in flight (compressor.fsutil)
 

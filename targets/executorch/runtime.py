@@ -12,15 +12,13 @@ program before a reset and loads it again, from its bytes, before it next runs.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import weakref
 from pathlib import Path
 
 import numpy as np
 
 from compressor.errors import ArtifactError, InputShapeError
+from compressor.logs import native_stderr
 from targets.base import Device, TensorSpec
 from targets.torch_archive import BATCH_DIM, parse_meta, specs_from
 
@@ -61,23 +59,6 @@ def check_pte_file(path: Path) -> bytes:
         raise ArtifactError(f"{path}: the ExecuTorch program is truncated ({len(data)} bytes, its header says "
                             f"{expected}); re-export it")
     return data
-
-
-@contextlib.contextmanager
-def native_stderr():
-    """Native writes to fd 2 go to a scratch file for the duration; yields a callable that
-    returns what was written (for an error message)."""
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lambda: (sink.seek(0), sink.read().decode(errors="replace"))[1]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _native_reason(text: str) -> str:

@@ -219,7 +219,9 @@ def _classify(e: Exception, precision: str, model, fp32_works: bool = False) -> 
 
 
 def _litert():
-    with _quiet():
+    from compressor.logs import native_stderr
+
+    with native_stderr(log_as="native.tensorflow"), _quiet():  # TensorFlow's absl/oneDNN lines at import
         import litert_torch
     return litert_torch
 

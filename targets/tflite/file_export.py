@@ -108,12 +108,12 @@ def full_integer(fp32: Path, dst: Path, variant: "QuantVariant", calibration: "D
     if calibration is None or not len(calibration):
         raise DataError(f"variant {variant.label!r}: full-integer int8 calibrates on data: add "
                         "'data: {calibration: {source: ...}}'")
-    from targets.tflite.runtime import _native_stderr_quiet
+    from compressor.logs import native_stderr
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-            _native_stderr_quiet():
+            native_stderr(log_as="native.tensorflow"):
         warnings.simplefilter("ignore")
         from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
         from ai_edge_quantizer.qtyping import TFLOperationName

@@ -101,7 +101,10 @@ def tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if importlib.util.find_spec("triton") is not None:
         import triton  # noqa: F401
-    import tensorflow as tf
+    from compressor.logs import native_stderr
+
+    with native_stderr(log_as="native.tensorflow"):  # its absl/oneDNN lines at import, past TF_CPP_MIN_LOG_LEVEL
+        import tensorflow as tf
 
     return tf
 

@@ -3,17 +3,14 @@ torch or TensorFlow, so the benchmark worker loads only the interpreter it measu
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from compressor.errors import ArtifactError, InputShapeError, RecipeError, first_line
+from compressor.logs import native_stderr
 from targets.base import Device, TensorSpec
 
 _CUSTOM_OP = re.compile(r"unresolved custom op:?\s*'?(\w[\w/-]*(?:\.\w+)*)", re.IGNORECASE)
@@ -69,32 +66,12 @@ def check_tflite_file(path: Path) -> None:
 def build_interpreter(path: Path, threads: int):
     cls, _ = interpreter_class()
     try:
-        with _native_stderr_quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        with native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
             interp = cls(model_path=str(path), num_threads=threads)
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise _load_error(path, e) from None
     return interp
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet():
-    """The runtime's C++ logs go straight to file descriptor 2, past Python's sys.stderr:
-    point the descriptor at a scratch file while the interpreter is built, so that a user
-    sees one line on an error and nothing on success (the reason is in the exception)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real descriptor 2 (embedded, some test runners)
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _load_error(path: Path, e: BaseException) -> ArtifactError:
