@@ -2,7 +2,7 @@
 
 A `Dataset` holds arrays keyed by model input name (first axis = samples) and
 optional integer labels. Sources: the built-in `digits` (scikit-learn's real
-handwritten digits, 8x8), the built-in `sentences` (sentence-like token ids for text
+handwritten digits, 8x8, or upsampled to `resolution`), the built-in `sentences` (sentence-like token ids for text
 encoders, compressor.zoo.text), an `.npz` file, a callable `pkg.module:fn`, or `text:`
 lines of a text file, tokenized (compressor.sources.text, with the built-in sentences).
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from compressor.formats import is_pickle
 from compressor.errors import CompressorError, DataError, first_line, user_code
-from compressor.config.recipe import DataSource, InputSpec
+from compressor.config.recipe import DIGITS_SIDE, MAX_DIGITS_SIDE, DataSource, InputSpec
 from compressor.sources.text import text_dataset
 
 DIGITS_SEED = 0
@@ -58,20 +58,43 @@ class Dataset:
         np.savez(path, **arrays)
 
 
-def digits_arrays(split: str = "all") -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 handwritten digits as (N,1,8,8) float32 in [0,1] and int64
-    labels. The train/test split is stratified and fixed, so results are comparable."""
+def digits_arrays(split: str = "all", resolution: int = DIGITS_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten digits as (N,1,R,R) float32 in [0,1] and int64
+    labels, R = `resolution` (the originals are 8x8; larger sides are upsampled bilinearly).
+    The train/test split is stratified and fixed, so results are comparable."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if not DIGITS_SIDE <= resolution <= MAX_DIGITS_SIDE:
+        raise DataError(f"digits resolution {resolution}: give a side from {DIGITS_SIDE} (the originals) "
+                        f"to {MAX_DIGITS_SIDE} pixels")
     d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    x = upsample(d.images.astype(np.float32) / 16.0, resolution)[:, None, :, :]
     y = d.target.astype(np.int64)
     if split == "all":
         return x, y
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=DIGITS_TEST_FRACTION,
                                           random_state=DIGITS_SEED, stratify=y)
     return (xtr, ytr) if split == "train" else (xte, yte)
+
+
+def upsample(images: np.ndarray, side: int) -> np.ndarray:
+    """(N,H,W) images resized to (N,side,side) by bilinear interpolation, sampling at
+    pixel centres (torch's `interpolate(mode="bilinear", align_corners=False)`)."""
+    rows, cols = _interpolation(images.shape[1], side), _interpolation(images.shape[2], side)
+    return np.einsum("ih,nhw,jw->nij", rows, images, cols).astype(np.float32)
+
+
+def _interpolation(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) matrix that interpolates a line of n_in pixels to n_out."""
+    centre = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(centre).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = centre - lo
+    out = np.zeros((n_out, n_in))
+    np.add.at(out, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(out, (np.arange(n_out), hi), frac)
+    return out
 
 
 def load_dataset(src: DataSource, inputs: list[InputSpec], base_dir: Path = Path("."),
@@ -82,7 +105,9 @@ def load_dataset(src: DataSource, inputs: list[InputSpec], base_dir: Path = Path
         arrays, origin = text_dataset(src, inputs, base_dir, tokenizer)
         ds = Dataset(arrays)
     elif src.source == "digits":
-        x, y = digits_arrays(src.split)
+        side = src.resolution or DIGITS_SIDE
+        _digits_fit(side, inputs)
+        x, y = digits_arrays(src.split, side)
         ds = _single_input(origin, x, y, inputs)
     elif src.source == "sentences":
         ds = sentences(src.split, inputs, src.vocab_size)
@@ -96,6 +121,16 @@ def load_dataset(src: DataSource, inputs: list[InputSpec], base_dir: Path = Path
         raise DataError(f"data source {src.source!r}: use 'digits', 'sentences', a path ending in .npz, "
                         "or a callable 'pkg.module:function'")
     return _check(ds, inputs, origin).take(src.limit)
+
+
+def _digits_fit(side: int, inputs: list[InputSpec]) -> None:
+    """Refuse digits of one size for a model that declares images of another, naming the
+    setting that fixes it (the general shape check would suggest a reshape)."""
+    if len(inputs) == 1 and len(inputs[0].shape) == 4:
+        h, w = inputs[0].shape[2:]
+        if h == w and h != side and DIGITS_SIDE <= h <= MAX_DIGITS_SIDE:
+            raise DataError(f"data source 'digits' gives {side}x{side} images, the model declares {h}x{w}; "
+                            f"set 'resolution: {h}' on the data source")
 
 
 def _path(source: str, base_dir: Path) -> Path:

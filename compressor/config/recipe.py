@@ -30,6 +30,8 @@ from compressor.errors import RecipeError
 
 MAX_NAME = 200  # bytes: a folder name (255 at most) with room for suffixes
 MAX_WAIT_S = 3600.0  # warm-up or timing of one artifact at one batch size
+DIGITS_SIDE = 8  # scikit-learn's digits are 8x8
+MAX_DIGITS_SIDE = 256  # all 1,797 digits at 256x256 are 470 MB of float32: enough for any model that fits them
 
 
 class DataSource(Strict):
@@ -43,6 +45,9 @@ class DataSource(Strict):
     limit: Int | None = Field(None, ge=1, le=MAX_SAMPLES, description="use at most this many samples")
     vocab_size: Int | None = Field(None, ge=8, le=2**24, description="sentences: token ids stay below this "
                                    "(default 30522, BERT's vocabulary)")
+    resolution: Int | None = Field(None, ge=DIGITS_SIDE, le=MAX_DIGITS_SIDE, description="digits: the images' "
+                                   f"side in pixels, {DIGITS_SIDE} (the originals, the default) to {MAX_DIGITS_SIDE}, "
+                                   "upsampled bilinearly")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "DataSource":
@@ -54,6 +59,8 @@ class DataSource(Strict):
         if self.vocab_size is not None and self.source != "sentences":
             raise ValueError(f"'vocab_size' applies to the 'sentences' source only, not "
                              f"{self.source or 'text'!r}")
+        if self.resolution is not None and self.source != "digits":
+            raise ValueError(f"'resolution' applies to the 'digits' source only, not {self.source or 'text'!r}")
         return self
 
     @property

@@ -91,8 +91,8 @@ def test_missing_callable_module_is_a_data_error(tmp_path):
 
 
 def test_sample_shape_mismatch_names_input_and_both_shapes():
-    inputs = [InputSpec(name="pixels", shape=[1, 1, 16, 16])]
-    with pytest.raises(DataError, match=r"'pixels' has samples of shape \[1, 8, 8\], the model declares \[1, 16, 16\]"):
+    inputs = [InputSpec(name="pixels", shape=[1, 3, 8, 8])]
+    with pytest.raises(DataError, match=r"'pixels' has samples of shape \[1, 8, 8\], the model declares \[3, 8, 8\]"):
         load_dataset(DataSource(source="digits"), inputs)
 
 
