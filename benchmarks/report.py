@@ -253,19 +253,17 @@ def _terminal_columns():
 
 def print_devices(report: dict, console) -> None:
     """The side-by-side latency of each artifact on each device, and what each device is."""
-    from rich import box
     from rich.markup import escape
-    from rich.table import Table
+
+    from benchmarks.termtable import Column, FitTable
 
     if len(device_names(report)) > 1:
         header, cells = side_by_side(report)
-        table = Table(title="p50 ms on each device", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                      padding=(0, 1), collapse_padding=True, show_edge=False)
-        for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        table = FitTable([Column(h, left=i == 0, shrink=i == 0, min_width=16) for i, h in enumerate(header)],
+                         title="p50 ms on each device")
         for row in cells:
-            table.add_row(*row)
-        console.print(table)
+            table.add_row(row)
+        table.render(console)
         console.print(side_by_side_caption(report), markup=False)
     for d in device_names(report):
         console.print(f"{d}: {describe(report, d)}", markup=False, highlight=False)

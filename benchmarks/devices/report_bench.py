@@ -45,7 +45,7 @@ def bench_devices_command(args, files: list[Path], cfg, console, measure_local) 
                            "-" if vs is None else f"{vs:.4f}"])
         table.render(console)
     if len(names) > 1 and any(r.get("metrics") for r in rows):
-        console.print(side_by_side(rows, names, devices, cfg.batch_sizes[0]))
+        side_by_side(rows, names, devices, cfg.batch_sizes[0]).render(console)
     for note, who in notes_by_text(devices).items():
         console.print(f"[yellow]{', '.join(who)}: {note}[/yellow]")
     bad = [r for r in rows if r.get("error")]
@@ -101,14 +101,9 @@ def notes_by_text(devices: dict) -> dict[str, list[str]]:
 
 def side_by_side(rows: list[dict], names: list[str], devices: dict, batch: int):
     """One row per file, p50 ms on each device (and how many times the first device's)."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=f"p50 ms at batch {batch}, side by side", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True, show_edge=False)
-    table.add_column("file", overflow="fold")
-    for n in names:
-        table.add_column(n + (" (emu)" if devices[n].get("emulated") else ""), justify="right", no_wrap=True)
+    columns = [Column("file", left=True, shrink=True, min_width=12)]
+    columns += [Column(n + (" (emu)" if devices[n].get("emulated") else "")) for n in names]
+    table = FitTable(columns, title=f"p50 ms at batch {batch}, side by side")
     files = list(dict.fromkeys(r["file"] for r in rows))
     for f in files:
         cells, first = [], None
@@ -122,5 +117,5 @@ def side_by_side(rows: list[dict], names: list[str], devices: dict, batch: int):
             first = first or lat["p50_ms"]
             cells.append(f"{lat['p50_ms']:.3f}" + ("" if first == lat["p50_ms"] and not cells else
                                                    f" ({lat['p50_ms'] / first:.2f}x)"))
-        table.add_row(Path(f).name, *cells)
+        table.add_row([Path(f).name, *cells])
     return table
