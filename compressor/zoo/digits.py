@@ -15,25 +15,33 @@ WEIGHTS = "digits_cnn.safetensors"
 WEIGHTS_PATH = Path(__file__).resolve().parent / WEIGHTS
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    """A 3x3 convolution (padding 1, no bias: the norm has one), batch norm and ReLU."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class DigitsCNN(nn.Module):
-    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+class PooledClassifier(nn.Module):
+    """Convolutional features, global average pooling and a linear classifier."""
+
+    def __init__(self, features: nn.Module, channels: int, num_classes: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            _block(1, width),
-            _block(width, width),
-            nn.MaxPool2d(2),                 # 8x8 -> 4x4
-            _block(width, 2 * width),
-            _block(2 * width, 2 * width),
-        )
+        self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(2 * width, num_classes)
+        self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class DigitsCNN(PooledClassifier):
+    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+        super().__init__(nn.Sequential(
+            conv_block(1, width),
+            conv_block(width, width),
+            nn.MaxPool2d(2),                 # 8x8 -> 4x4
+            conv_block(width, 2 * width),
+            conv_block(2 * width, 2 * width),
+        ), 2 * width, num_classes)
 
 
 def digits_cnn(width: int = 32) -> DigitsCNN:

@@ -11,33 +11,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from compressor.zoo.digits import _block
+from compressor.zoo.digits import PooledClassifier, conv_block
 
 WEIGHTS = "digits_wide_cnn.safetensors"
 WEIGHTS_PATH = Path(__file__).resolve().parent / WEIGHTS
 SIDE = 32  # the digits' resolution this model takes (data source option `resolution`)
 
 
-class DigitsWideCNN(nn.Module):
+class DigitsWideCNN(PooledClassifier):
     def __init__(self, width: int = 64, num_classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            _block(1, width // 2),
-            _block(width // 2, width),
+        super().__init__(nn.Sequential(
+            conv_block(1, width // 2),
+            conv_block(width // 2, width),
             nn.MaxPool2d(2),                 # 32x32 -> 16x16
-            _block(width, 2 * width),
-            _block(2 * width, 2 * width),
+            conv_block(width, 2 * width),
+            conv_block(2 * width, 2 * width),
             nn.MaxPool2d(2),                 # 16x16 -> 8x8
-            _block(2 * width, 4 * width),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+            conv_block(2 * width, 4 * width),
+        ), 4 * width, num_classes)
 
 
 def digits_wide_cnn(width: int = 64) -> DigitsWideCNN:
