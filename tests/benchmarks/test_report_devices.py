@@ -172,17 +172,19 @@ def test_terminal_of_one_device_has_no_device_lines():
 def test_html_has_the_grouped_device_chart_side_by_side_table_and_devices():
     page = render(devices_report())
     assert "<script" not in page
-    assert page.count("<svg") == 3  # latency per device, and the two accuracy plots (of this machine's rows)
+    # the accuracy plots (latency: every real device, a marker each; size: this machine's files),
+    # the latency bars, and the latency per device
+    assert page.count('<svg class="chart"') == 4
     assert "Latency on each device" in page and "qemu-a76 (emulated)" in page
-    assert "<td>12.000 (6.0x)</td>" in page and "<td>40.000 (qemu)</td>" in page
+    assert "<td class=num>12.000 (6.0x)</td>" in page and "<td class=num>40.000 (qemu)</td>" in page
     assert "<h2>Devices</h2>" in page and "onnxruntime 1.22.0 differs from 1.32.0" in page
-    assert "Latency against accuracy on local" in page
+    assert 'data-name="pi5:onnx/int8-static"' in page and 'data-name="qemu-a76:onnx/fp32"' not in page
     assert "<td>pi5:onnx/int8-static</td>" in page
 
 
 def test_html_of_one_device_has_no_device_parts():
     page = render(local_report())
-    assert page.count("<svg") == 2 and "Devices" not in page and "Latency on each device" not in page
+    assert page.count('<svg class="chart"') == 3 and "Devices" not in page and "Latency on each device" not in page
 
 
 # --- reading --------------------------------------------------------------------

@@ -5,7 +5,6 @@ side by side in interleaved rounds, so that the headline ratio is not one noisy 
 
 from __future__ import annotations
 
-import html
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,7 +82,7 @@ def build_report(study, ctx: "TuneContext", url: str, name: str, wall_s: float, 
         "trials": rows, "front": [r["number"] for r in front],
         "best": best["number"] if best else None,
         "baseline": next((r["number"] for r in rows if r["role"] == "baseline"), None),
-        "comparison": comparison,
+        "comparison": comparison, "importance": importance(study, list(ctx.spec.objectives)),
     }
     report["verdict"] = verdict(report, {r["number"]: r for r in rows})
     return report
@@ -204,64 +203,29 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def front_figure(report: dict):
-    from benchmarks.html import pyplot
-
-    plt = pyplot()
-    done = [r for r in report["trials"] if r.get("latency") is not None]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    bad = [r for r in done if not r["feasible"]]
-    ok = [r for r in done if r["feasible"] and r["number"] not in report["front"]]
-    front = sorted((r for r in done if r["number"] in report["front"]), key=lambda r: r["latency"])
-    if ok:
-        ax.scatter([r["latency"] for r in ok], [r["size_bytes"] / 1e3 for r in ok], color="#9aa5b1",
-                   label="within budget", zorder=2)
-    if bad:
-        ax.scatter([r["latency"] for r in bad], [r["size_bytes"] / 1e3 for r in bad], color="#e03131",
-                   marker="x", label="over budget", zorder=2)
-    ax.plot([r["latency"] for r in front], [r["size_bytes"] / 1e3 for r in front], "-o", color="#d9480f",
-            label="Pareto front", zorder=3)
-    base = next((r for r in done if r["number"] == report["baseline"]), None)
-    if base is not None:
-        ax.scatter([base["latency"]], [base["size_bytes"] / 1e3], marker="*", s=160, color="#1c7ed6",
-                   label="plain static int8", zorder=4)
-    for r in done:
-        ax.annotate(str(r["number"]), (r["latency"], r["size_bytes"] / 1e3), textcoords="offset points",
-                    xytext=(4, 3), fontsize=7)
-    ax.set_xlabel("p50 latency / reference workload p50 (same process)")
-    ax.set_ylabel("size on disk (KB)")
-    ax.set_title(f"Trials of study {report['study']} (numbers: trial)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def to_html(report: dict) -> str:
-    from benchmarks.html import svg_of
+    from compressor.flows.tune.html import to_html as page
 
     front, best, base = set(report["front"]), report["best"], report["baseline"]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, front, best, base)) + "</tr>"
-                   for r in report["trials"])
-    plot = svg_of(front_figure(report)) if any(r.get("latency") is not None for r in report["trials"]) else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>compressor tune: {html.escape(report['name'])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #212529; max-width: 1100px; }}
-table {{ border-collapse: collapse; font-size: 0.9rem; }}
-th, td {{ padding: 0.3rem 0.6rem; border-bottom: 1px solid #dee2e6; text-align: right; }}
-th:nth-child(2), td:nth-child(2) {{ text-align: left; }}
-.meta {{ color: #495057; font-size: 0.85rem; }}
-</style></head><body>
-<h1>compressor tune: {html.escape(report['name'])} on {html.escape(report['target'])}</h1>
-<p class="meta">{html.escape(report['created'])} · study {html.escape(report['study'])} ·
-{html.escape(report['machine']['cpu']['model'])} · objectives {html.escape(', '.join(report['objectives']))}</p>
-<p><b>{html.escape(report['verdict'])}</b></p>
-{plot}
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-</body></html>
-"""
+    return page(report, HEADER, [_cells(r, front, best, base) for r in report["trials"]])
+
+
+def importance(study, objectives: list[str]) -> dict[str, Any]:
+    """Optuna's parameter importance (fANOVA) for the first objective over the completed
+    trials, or why there is none (too few trials, a parameter that never varied)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and t.values]
+    out: dict[str, Any] = {"objective": objectives[0] if objectives else "the first objective", "trials": len(done),
+                           "evaluator": "fANOVA"}
+    if len(done) < 3:
+        return {**out, "error": f"{len(done)} completed trials; importance needs at least 3"}
+    try:
+        values = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    except (ValueError, RuntimeError) as e:
+        return {**out, "error": str(e).splitlines()[0][:200]}
+    return {**out, "values": {k: float(v) for k, v in values.items()}}
 
 
 def now() -> str:
