@@ -4,6 +4,7 @@ record under runs/bench, a MISSED line per missed target, exit 1 when one is mis
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import warnings
 from pathlib import Path
@@ -34,8 +35,10 @@ def finish(suite: str, args: argparse.Namespace, results: list[dict], missed: li
     from compressor.fsutil import write_json
 
     path = args.out / f"{suite}.json"
+    # The date lets the README say which run its figures are from (benchmarks/readme_figures.py).
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     write_json(path, {"suite": suite, "threads": args.threads, **extra, "results": results, "missed": missed,
-                      "machine": sysinfo.machine(), "libraries": sysinfo.library_versions()})
+                      "date": date, "machine": sysinfo.machine(), "libraries": sysinfo.library_versions()})
     for m in missed:
         print(f"MISSED {m}")
     print(f"wrote {path}")
