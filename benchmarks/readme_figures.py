@@ -70,8 +70,44 @@ def _onnx_int8(d: dict) -> list[str]:
     return lines
 
 
+def _tflite_sources(d: dict) -> list[str]:
+    names = {"digits_cnn": "digits CNN", "mobilenet_v2": "MobileNetV2"}
+    variants = {"int8-dynamic": "dynamic int8", "int8-static": "full int8"}
+    fp32_acc = next((r["fp32_accuracy"] for r in d["results"] if "fp32_accuracy" in r), None)
+    acc_head = f"accuracy (fp32 {100 * fp32_acc:.2f}%)" if fp32_acc is not None else "accuracy"
+    lines = [f"| float .tflite | variant | cosine mean / worst | speed vs fp32 | size vs fp32 | {acc_head} |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in d["results"]:
+        for label, variant in variants.items():
+            v = r[label]
+            acc = f"{100 * v['accuracy']:.2f}%" if "accuracy" in v else ""
+            lines.append(f"| {names.get(r['model'], r['model'])} | {variant} | {v['cosine_mean']:.4f} / "
+                         f"{v['cosine_min']:.4f} | {1 / v['latency_ratio']:.2f}x | {v['size_ratio']:.2f}x | {acc} |")
+    anchors = "; ".join(f"{names.get(r['model'], r['model'])} dynamic-range {r['tf_dynamic']['latency_ratio']:.2f}x, "
+                        f"full int8 {r['tf_int8']['latency_ratio']:.2f}x" for r in d["results"])
+    return lines + ["", f"TFLiteConverter's own int8 files of the same models, latency against fp32: {anchors}."]
+
+
+def _qat_digits(d: dict) -> list[str]:
+    names = {"onnx": "ONNX", "tflite": "TFLite", "torchscript": "TorchScript"}
+
+    def pct(x):
+        return f"{100 * x:.2f}%" if x is not None else "-"
+
+    lines = ["| digits CNN | fp32 | int8 PTQ (8-bit per-channel) | 3-bit PTQ | **3-bit QAT** | "
+             "QAT latency / int8 PTQ |", "|---|---:|---:|---:|---:|---:|"]
+    for t, f in d["figures"].items():
+        ratio = f["latency_ratio_qat_vs_ptq_static"]
+        lines.append(f"| {names.get(t, t)} | {pct(f['fp32_accuracy'])} | {pct(f['ptq_int8_static_accuracy'])} | "
+                     f"{pct(f['ptq_3bit_accuracy'])} | **{pct(f['qat_3bit_accuracy'])}** | "
+                     f"{f'{ratio:.2f}' if ratio is not None else '-'} |")
+    wall = ", ".join(f"{fam} {s:.1f} s" for fam, s in d["finetune_wall_s"].items())
+    return lines + ["", f"Fine-tuning wall time per quantizer family: {wall}."]
+
+
 TABLES = {t.suite: t for t in (
     Table("onnx_int8", ("onnxruntime", "onnx", "torch"), _onnx_int8),
+    Table("tflite_sources", ("tensorflow-cpu", "ai-edge-litert"), _tflite_sources),
 )}
 
 

@@ -30,15 +30,21 @@ def quiet() -> None:
     logging.getLogger().setLevel(logging.ERROR)
 
 
-def finish(suite: str, args: argparse.Namespace, results: list[dict], missed: list[str], **extra) -> int:
+def provenance() -> dict:
+    """When and where a suite ran, which the README states beside its figures
+    (benchmarks/readme_figures.py): the UTC date, the machine, the library versions."""
     from compressor import sysinfo
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"date": date, "machine": sysinfo.machine(), "libraries": sysinfo.library_versions()}
+
+
+def finish(suite: str, args: argparse.Namespace, results: list[dict], missed: list[str], **extra) -> int:
     from compressor.fsutil import write_json
 
     path = args.out / f"{suite}.json"
-    # The date lets the README say which run its figures are from (benchmarks/readme_figures.py).
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     write_json(path, {"suite": suite, "threads": args.threads, **extra, "results": results, "missed": missed,
-                      "date": date, "machine": sysinfo.machine(), "libraries": sysinfo.library_versions()})
+                      **provenance()})
     for m in missed:
         print(f"MISSED {m}")
     print(f"wrote {path}")

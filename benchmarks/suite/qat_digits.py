@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.suite.common import digits_recipe_head
+from benchmarks.suite.common import digits_recipe_head, provenance
 
 MAX_QAT_LOSS = 0.003
 MIN_PTQ_LOSS = 0.01
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(f"{t}: 3-bit PTQ {f['ptq_3bit_accuracy']} does not lose clearly")
         if f["latency_ratio_qat_vs_ptq_static"] is None or f["latency_ratio_qat_vs_ptq_static"] > MAX_LATENCY_RATIO:
             missed.append(f"{t}: QAT/PTQ latency ratio {f['latency_ratio_qat_vs_ptq_static']}")
-    out = {"benchmark": "qat_digits", "setting": "3-bit per-tensor weights (int8 storage), uint8/int8 activations",
-           "machine": report["machine"], "figures": figures,
+    out = {"benchmark": "qat_digits", "suite": "qat_digits",
+           "setting": "3-bit per-tensor weights (int8 storage), uint8/int8 activations",
+           **provenance(), "machine": report["machine"], "figures": figures,
            "finetune_wall_s": {fam: v["finetune"]["train_wall_s"] for fam, v in report["qat"]["families"].items()},
            "run_wall_s": wall, "failed_artifacts": [r["name"] for r in report["artifacts"] if r["status"] != "ok"],
            "missed": missed, "note": report["qat"]["note"]}
