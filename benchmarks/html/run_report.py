@@ -1,5 +1,5 @@
 """report.html of `compressor run` and `compressor bench`: the verdict first, the plots a
-reader looks at, then every section report.md has."""
+reader looks at, then every section report.md has, and where the time goes per operator."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from benchmarks.html.markdown import table, to_html
 from benchmarks.html.page import figure, page
 from benchmarks.html.svg import esc
 from benchmarks.report import human_size, rows as table_rows
+
+OP_ROWS = 12  # operator types shown per artifact; the rest are one bar, "other"
 
 def styles_of(report: dict) -> Styles:
     arts = report["artifacts"]
@@ -143,6 +145,31 @@ def per_layer(report: dict) -> str:
     return f'<div class="grid-plots">{"".join(figs)}</div>' if figs else ""
 
 
+def operators(report: dict) -> str:
+    """Where the time goes per operator type, for the artifacts the run profiled."""
+    figs = []
+    for name, p in (report.get("op_profile") or {}).items():
+        if p.get("error"):
+            figs.append(f'<figure><h3>{esc(name)}</h3><p class="caption">{esc(", ".join(p["why"]))}; not profiled: '
+                        f'{esc(p["error"])}</p></figure>')
+            continue
+        ops = p["by_op_type"]
+        rest = sum(o["ms"] for o in ops[OP_ROWS:])
+        items = [(o["op"], o["ms"]) for o in ops[:OP_ROWS]] + ([("other", rest)] if rest > 0 else [])
+        hovers = [f"{o['op']}: {o['ms']:.4g} ms per inference, {100 * o['share']:.1f}%, {o['count']} nodes"
+                  for o in ops[:OP_ROWS]] + ([f"other: {rest:.4g} ms"] if rest > 0 else [])
+        nodes = "".join(f"<li><code>{esc(n['node'])}</code> ({esc(n['op'])}) {n['ms']:.4g} ms</li>"
+                        for n in p.get("top_nodes", [])[:5])
+        cap = (f"{', '.join(p['why'])}: {p['runtime']}'s profiler, median of {p['runs']} runs at batch {p['batch']} "
+               f"per node, {p['total_ms']:.4g} ms of operators per inference (profiled after the timed runs, in a "
+               f"session of its own).")
+        chart = hbars(items, "ms per inference (median per node, summed per op type)", f"Operators of {name}",
+                      hovers=hovers, value_fmt="{:.3g}")
+        slow = f'<p class="caption">Slowest nodes:</p><ul class="caption">{nodes}</ul>' if nodes else ""
+        figs.append(f"<div>{figure(f'<h3>{esc(name)}</h3>' + chart, cap)}{slow}</div>")
+    return f'<div class="grid-plots">{"".join(figs)}</div>' if figs else ""
+
+
 def notes(report: dict) -> str:
     items = [(r["name"], f"{r['status']}: {r.get('error')}") for r in report["artifacts"] if r.get("status") != "ok"]
     items += [(r["name"], n) for r in report["artifacts"] for n in r.get("notes", [])]
@@ -177,6 +204,7 @@ def render(report: dict) -> str:
         ("pruning", "Pruning", to_html(pruning_markdown(report))),
         ("qat", "Quantization-aware training", to_html(qat_markdown(report))),
         ("fallback", "Int8 fallback", to_html(fallback_markdown(report))),
+        ("operators", "Where the time goes, per operator", operators(report)),
         ("per-layer", "Per layer", per_layer(report)),
         ("notes", "Notes", notes(report)),
     ])

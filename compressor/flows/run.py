@@ -300,6 +300,12 @@ def _write(ctx: _Run, rundir: RunDir, report: dict, rows: list[ArtifactRow],
     from benchmarks.html import write_html
 
     report["recommended"] = _recommendation(ctx.recipe, report, baseline)
+    from benchmarks.op_profile import profile_report
+
+    ctx.say("profile operators")  # after the timed runs, in sessions of their own
+    ops = profile_report(report, ctx.out, ctx.bench.threads)
+    if ops:
+        report["op_profile"] = ops
     write_json(ctx.out / "report.json", report)
     write_text(ctx.out / "report.md", reports.to_markdown(report))
     write_html(ctx.out / "report.html", report)

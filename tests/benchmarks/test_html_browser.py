@@ -92,3 +92,30 @@ tune:
     assert "Parameter importance" in browser.find_element("id", "plots").get_attribute("textContent")
     imp = report["importance"]
     assert imp.get("error") or abs(sum(imp["values"].values()) - 1.0) < 1e-6
+
+
+@pytest.mark.slow  # a real run of the digits CNN (~30 s on 2 cores)
+def test_a_real_run_shows_where_the_time_goes(browser, tmp_path):
+    import json
+
+    from compressor.flows.cli import main
+    from recipes import digits_head
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(digits_head("ops", calibration=64, evaluation=True) + """\
+steps:
+  - quantize: {variants: [{mode: static, calibration: minmax}, {mode: dynamic}]}
+targets: [onnx]
+benchmark: {batch_sizes: [1, 8], runs: 30, warmup: 2, warmup_s: 0.02, memory: false}
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "--no-progress"]) in (0, 1)
+    report = json.loads((out / "report.json").read_text())
+    profiled = report["op_profile"]
+    assert "slowest" in sum((p["why"] for p in profiled.values()), [])
+    assert all(p["by_op_type"] and p["runtime"].startswith("ONNX Runtime") for p in profiled.values())
+    seen = look(browser, out / "report.html")
+    _clean(seen)
+    assert [s[0] for s in seen["sections"]][:4] == ["plots", "summary", "batches", "operators"]
+    ops = browser.find_element("id", "operators").text
+    assert all(name in ops for name in profiled) and "Slowest nodes" in ops
