@@ -109,16 +109,17 @@ def summarise_ort(events: list[dict], warmup: int) -> dict:
             node = e["name"].removesuffix("_kernel_time")
             durations[node].append(e["dur"] / 1e3)
             node_op[node] = e.get("args", {}).get("op_name", "?")
+    return _summary(durations, node_op, len(runs) - warmup)
+
+
+def _summary(durations: dict[str, list[float]], node_op: dict[str, str], runs: int) -> dict:
+    """Each node's median ms, summed per op type, heaviest first."""
     by_node = {k: float(np.median(v)) for k, v in durations.items()}
     by_op: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
     for node, ms in by_node.items():
         by_op[node_op[node]] += ms
         count[node_op[node]] += 1
-    return _summary(by_op, count, by_node, node_op, len(runs) - warmup)
-
-
-def _summary(by_op: dict, count: dict, by_node: dict, node_op: dict, runs: int) -> dict:
     total = sum(by_op.values())
     ops = sorted(by_op.items(), key=lambda kv: kv[1], reverse=True)
     top = sorted(by_node.items(), key=lambda kv: kv[1], reverse=True)[:TOP_NODES]
@@ -151,10 +152,4 @@ def openvino_profile(path: Path, batch: int, threads: int) -> dict:
             if str(p.status).endswith("EXECUTED"):
                 durations[p.node_name].append(p.real_time.total_seconds() * 1e3)
                 node_op[p.node_name] = p.node_type
-    by_node = {k: float(np.median(v)) for k, v in durations.items()}
-    by_op: dict[str, float] = defaultdict(float)
-    count: dict[str, int] = defaultdict(int)
-    for node, ms in by_node.items():
-        by_op[node_op[node]] += ms
-        count[node_op[node]] += 1
-    return _summary(by_op, count, by_node, node_op, RUNS) | {"runtime": f"OpenVINO {ov.__version__}"}
+    return _summary(durations, node_op, RUNS) | {"runtime": f"OpenVINO {ov.__version__}"}

@@ -30,3 +30,13 @@ def test_the_slowest_and_the_recommended_are_profiled():
     for row in r["artifacts"]:
         row["file"] = f"artifacts/{row['label']}.onnx"
     assert chosen(r) == {"tflite/fp32": ["slowest"], "onnx/int8-static": ["recommended"]}
+
+
+def test_openvino_profile_from_its_own_counters(onnx_artifacts, tmp_path):
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_artifacts["fp32"].path)), str(tmp_path / "m.xml"))
+    got = profile(tmp_path / "m.xml", batch=2, threads=1)
+    assert got["runtime"].startswith("OpenVINO") and got["runs"] == 50
+    assert "Convolution" in {o["op"] for o in got["by_op_type"]}
+    assert got["top_nodes"] and got["total_ms"] >= got["top_nodes"][0]["ms"] > 0
