@@ -12,6 +12,7 @@ from benchmarks.html.svg import (FONT_PX, MARKERS, PALETTE, Scale, axes, choose_
 
 W, H = 640, 400
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 46
+NAME_CHARS = 36  # a bar's name beyond this loses its middle
 
 
 @dataclass
@@ -122,7 +123,9 @@ def hbars(items: list[tuple[str, float]], xlabel: str, title: str, colours: list
     if not items:
         return ""
     row = 20
-    left = min(260, 12 + max(text_width(k) for k, _ in items))
+    hovers = hovers or [f"{k}: {value_fmt.format(v)}" for k, v in items]  # the full name, before shortening
+    items = [(_short(k), v) for k, v in items]
+    left = 12 + max(text_width(k) for k, _ in items)
     top, bottom = 8, 40
     height = top + bottom + row * len(items)
     values = [v for _, v in items] + [w[1] for w in (whiskers or []) if w]
@@ -139,7 +142,7 @@ def hbars(items: list[tuple[str, float]], xlabel: str, title: str, colours: list
         y = top + i * row
         colour = (colours or [])[i] if colours and i < len(colours) else PALETTE[0]
         x0, x1 = sx(sx.lo), sx(max(v, sx.lo))
-        hover = esc((hovers or [])[i] if hovers and i < len(hovers) else f"{name}: {value_fmt.format(v)}")
+        hover = esc(hovers[i] if i < len(hovers) else f"{name}: {value_fmt.format(v)}")
         parts.append(f'<g class="bar"><title>{hover}</title><rect x="{x0:.1f}" y="{y + 3}" width="{max(0.5, x1 - x0):.1f}" '
                      f'height="{row - 6}" fill="{colour}"/></g>')
         parts.append(f'<text x="{left - 6:.1f}" y="{y + row / 2 + 4:.1f}" text-anchor="end" '
@@ -155,6 +158,11 @@ def hbars(items: list[tuple[str, float]], xlabel: str, title: str, colours: list
     parts.append(f'<text x="{(left + width) / 2:.1f}" y="{height - 8}" text-anchor="middle" '
                  f'class="axis-title">{esc(xlabel + (" (log scale)" if log else ""))}</text>')
     return svg(width, height, "".join(parts), title)
+
+
+def _short(name: str, most: int = NAME_CHARS) -> str:
+    """A bar's name fits the left margin: long ones lose their middle (the hover has it whole)."""
+    return name if len(name) <= most else name[: most // 2 - 1] + "…" + name[-(most - most // 2):]
 
 
 def history(points: list[tuple[float, float, str, str]], best_line: list[tuple[float, float]], xlabel: str,

@@ -73,3 +73,12 @@ def test_a_two_row_report_keeps_its_table_and_plots():
     page = render(r)
     assert "Latency against accuracy" in page and "Size against accuracy" in page
     assert "<td>onnx/int8-static</td>" in page and "features.0" in page
+
+
+def test_long_layer_names_are_shortened_in_the_middle_and_whole_on_hover():
+    r = report()
+    long = "encoder.layer.11.attention.output.dense.weight_quantizer"
+    r["per_layer"] = {"sensitivity (cosine loss)": {long: 0.02, "head": 0.01}}
+    page = render(r)
+    assert f"<title>{long}: 0.02</title>" in page
+    assert ">encoder.layer.11.…e.weight_quantizer</text>" in page  # 36 characters
