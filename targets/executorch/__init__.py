@@ -55,20 +55,21 @@ class ExecuTorchTarget(Target):
         from executorch.version import __version__
 
         from targets.executorch import export as et
-        from targets.torch_archive import output_names_for, signature
 
         opts = self.options(options)
         program, dynamic, notes = self._program(model, variant, opts, calibration)
         label = variant.label if variant else "fp32"
+        names, data, left = self._lowered(program, model, variant, dynamic, opts.max_batch)
+        if dynamic and not et.batch_holds(data, model, opts.max_batch):
+            # torch.export kept the batch symbolic, XNNPACK did not: export it fixed instead.
+            program, dynamic, notes = self._program(model, variant, opts.model_copy(update={"dynamic_batch": False}),
+                                                    calibration)
+            names, data, left = self._lowered(program, model, variant, dynamic, None)
+            notes["batch_note"] = ("fixed batch: XNNPACK lowered a reshape of the batch axis with a constant size, "
+                                   "so the program runs at the model's own batch only")
+        max_batch = opts.max_batch if dynamic else None
         meta: dict[str, Any] = {"exporter": f"torch.export {torch.__version__}, executorch {__version__}",
                                 "dynamic_batch": dynamic, **notes}
-        max_batch = opts.max_batch if dynamic else None
-        with torch.no_grad():
-            outputs = program.module()(*model.example_inputs(batch=2 if dynamic else None))
-        names = output_names_for(model, [outputs] if isinstance(outputs, torch.Tensor) else list(outputs))
-        stored = signature(model, dynamic, names, precision=variant.precision if variant else "fp32",
-                           max_batch=max_batch)
-        data, left = et.lower(program, stored, max_batch)
         et.refuse_missing_kernels(left, label)
         meta.update({"output_names": names, "max_batch": max_batch, "undelegated_ops": left})
         outside = et.quantized_left(left)
@@ -93,6 +94,23 @@ class ExecuTorchTarget(Target):
         return Artifact(target=self.name, label=label, precision=variant.precision if variant else "fp32",
                         path=final, meta=meta)
 
+    def _lowered(self, program, model: "Model", variant: "QuantVariant | None", dynamic: bool,
+                 max_batch: int | None) -> tuple[list[str], bytes, list[str]]:
+        """(output names, the .pte bytes, the ops left outside the delegate)."""
+        import torch
+
+        from targets.executorch import export as et
+        from targets.torch_archive import output_names_for, signature
+
+        max_batch = max_batch if dynamic else None
+        with torch.no_grad():
+            outputs = program.module()(*model.example_inputs(batch=2 if dynamic else None))
+        names = output_names_for(model, [outputs] if isinstance(outputs, torch.Tensor) else list(outputs))
+        stored = signature(model, dynamic, names, precision=variant.precision if variant else "fp32",
+                           max_batch=max_batch)
+        data, left = et.lower(program, stored, max_batch)
+        return names, data, left
+
     def _program(self, model: "Model", variant: "QuantVariant | None", opts: ExecuTorchOptions,
                  calibration: "Dataset | None"):
         """The torch.export program to lower (for int8, re-captured from the PT2E graph,
@@ -102,7 +120,7 @@ class ExecuTorchTarget(Target):
         if variant is None:
             return (*ex.export_program(model.module, model, opts.dynamic_batch), {})
         converted, dynamic, notes = self._converted(model, variant, opts, calibration)
-        program, _ = ex.export_program(converted, model, dynamic)
+        program, dynamic = ex.export_program(converted, model, dynamic)
         return program, dynamic, notes
 
     def _converted(self, model: "Model", variant: "QuantVariant", opts: ExecuTorchOptions,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compressor.errors import ExportError, UnsupportedOpError, first_line
+from compressor.logs import native_stderr
 from targets.executorch.runtime import SIGNATURE_METHOD
 
 if TYPE_CHECKING:  # torch-side types, only for annotations (torch loads inside the functions)
@@ -179,7 +180,7 @@ def check_runs(data: bytes, program, model: "Model", label: str, ops: list[str])
     lowered from; the cosine. A program whose undelegated int8 ops do not run is refused."""
     import torch
 
-    from targets.executorch.runtime import _native_reason, _runtime, native_stderr
+    from targets.executorch.runtime import _native_reason, _runtime
 
     args = model.example_inputs(batch=2)
     with torch.no_grad():
@@ -196,3 +197,23 @@ def check_runs(data: bytes, program, model: "Model", label: str, ops: list[str])
     a, b = ref.flatten().double().numpy(), got.flatten().double().numpy()
     den = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(a @ b / den) if den else float(np.array_equal(a, b))
+
+
+def batch_holds(data: bytes, model: "Model", max_batch: int) -> bool:
+    """Whether a program lowered with a symbolic batch runs at batches other than 2.
+    XNNPACK can take a reshape of the batch axis (ShuffleNet's channel shuffle) with the
+    example's size as a constant: torch.export kept the batch symbolic, the delegate
+    did not, and such a .pte runs at batch 2 only."""
+    import torch
+
+    from targets.executorch.runtime import _runtime
+
+    with native_stderr():
+        try:
+            method = _runtime().load_program(data).load_method("forward")
+            for batch in (1, min(3, max_batch)):  # neither is the example's 2
+                method.execute(list(torch.zeros_like(a).expand(batch, *a.shape[1:]).contiguous()
+                                    for a in model.example_inputs(batch=1)))
+        except Exception:
+            return False
+    return True

@@ -62,7 +62,8 @@ class _Pt2Base(Target):
             converted, notes = ex.pt2e_int8(program, model, variant, calibration, for_inductor=self.compiled,
                                              dynamic_batch=dynamic)
             meta.update(notes)
-            program, _ = ex.export_program(converted, model, dynamic)
+            program, dynamic = ex.export_program(converted, model, dynamic)
+            meta["dynamic_batch"] = dynamic
             if not self.compiled:  # say so: this artifact is not the fast one
                 meta["runs_as"] = ("reference quantize/dequantize ops in eager PyTorch, slower than fp32; "
                                    "the aoti target compiles it to int8 kernels")

@@ -27,10 +27,22 @@ def export_program(module: torch.nn.Module, model: Model, dynamic_batch: bool):
     cannot be symbolic (a reshape to a constant size) is exported with fixed shapes."""
     if dynamic_batch:
         try:
-            return _export(module, model, dynamic=True), True
+            program = _export(module, model, dynamic=True)
         except ExportError:
-            pass
+            program = None
+        if program is not None and _batch_is_symbolic(program):
+            return program, True
+        # Exported, but with the batch made a constant: the example's batch of 2 (a PT2E
+        # graph of ShuffleNet's channel shuffle did this), which no caller would expect.
     return _export(module, model, dynamic=False), False
+
+
+def _batch_is_symbolic(program) -> bool:
+    """Whether every user input of `program` keeps a symbolic first axis."""
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder"
+              and n.name in set(program.graph_signature.user_inputs)]
+    shapes = [getattr(n.meta.get("val"), "shape", None) for n in inputs]
+    return bool(shapes) and all(s is not None and len(s) and isinstance(s[0], torch.SymInt) for s in shapes)
 
 
 def _export(module: torch.nn.Module, model: Model, dynamic: bool):

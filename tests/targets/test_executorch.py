@@ -136,3 +136,29 @@ def test_run_flow_exports_validates_and_measures_executorch(tmp_path):
     assert rows["int8-static"]["fidelity"]["cosine_mean"] >= 0.99
     assert rows["int8-static"]["metrics"]["size_bytes"] < rows["fp32"]["metrics"]["size_bytes"]
     assert all(r["metrics"]["latency"] for r in rows.values())
+
+
+@pytest.mark.slow  # ~70 s: ShuffleNet's int8 lowering, done twice
+def test_a_batch_xnnpack_baked_in_is_exported_fixed_instead_of_failing_at_run_time(tmp_path):
+    # torch.export keeps ShuffleNet's int8 batch symbolic, but XNNPACK lowers its channel
+    # shuffle's reshape with the example's batch of 2 as a constant: such a .pte ran at
+    # batch 2 only ("inputs do not fit the program" in the int8 sweep).
+    import torchvision
+
+    from compressor.data import Dataset
+    from targets.base import run_batched
+
+    torch.manual_seed(0)
+    net = torchvision.models.shufflenet_v2_x0_5().eval()
+    model = Model(module=net, inputs=[InputSpec(name="x", shape=[1, 3, 32, 32])], output_names=["y"])
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    et = targets.get("executorch")
+    art = et.export(model, QuantVariant(mode="static", calibration_samples=16), tmp_path / "shuffle", {},
+                    Dataset({"x": x}, None))
+    assert art.meta["dynamic_batch"] is False and "XNNPACK lowered a reshape" in art.meta["batch_note"]
+    session = et.open_session(art.path, Device("cpu"), 1)
+    assert session.inputs[0].shape == (1, 3, 32, 32)
+    got = run_batched(session, {"x": x}, 8)[0]                 # fed one sample at a time
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert got.shape == (16, 1000) and cosine(got, want) > 0.9
