@@ -27,7 +27,7 @@ test-slow: setup
 
 SUITES := onnx_int8 tflite_int8 torchscript_int8 prune_latency qat_digits gate_noise \
           int8_sweep bert_dynamic tune_digits devices minilm_int8 weight_only fallback_timm \
-          onnx_sources tflite_sources runtimes
+          onnx_sources tflite_sources runtimes demo_int8
 
 # Every suite runs even when one misses a target; the exit code says whether any did.
 bench: setup
