@@ -18,6 +18,11 @@ into `docs/figures/`: a routine `make bench` (a noisy machine, a `--quick` or `-
 run) then never changes the published figures behind anyone's back; publishing a run is
 a step of its own, seen in the diff of `docs/figures/` and README.md together.
 
+Figure tables of suites that have no renderer here yet (or no kept record) stay as they
+were typed in, each followed in README.md by "(Typed in from the run of DATE; not yet
+regenerated ...)". To bring one over: a renderer in TABLES that reads the suite's JSON,
+the two markers around the table, then `--update-from runs/bench` after a run of the suite.
+
 Exit codes: 0 done (or README matches), 1 README differs (`--check`), 2 a record is
 missing or unreadable, or README's markers are broken; one line says which. README.md
 is written atomically (`compressor.fsutil.write_text`), never half-written.
@@ -88,6 +93,30 @@ def _tflite_sources(d: dict) -> list[str]:
     return lines + ["", f"TFLiteConverter's own int8 files of the same models, latency against fp32: {anchors}."]
 
 
+def _onnx_sources(d: dict) -> list[str]:
+    names = {**MODEL_NAMES, "keras_mobilenet_v2": "Keras MobileNetV2"}
+    lines = ["| file (exporter) | fp32 p50 | ours static int8 | vs by hand (anchor) | vs `quantize_static` defaults "
+             "| cosine ours / by hand |", "|---|---:|---:|---:|---:|---:|"]
+    for r in d["results"]:
+        name = names.get(r["model"], r["model"])
+        if "skipped" in r:
+            lines.append(f"| {name} | not measured: {r['skipped']} | | | | |")
+            continue
+        # tf2onnx writes its version and git hash as the producer's version: "1.17.0 None" without one
+        exporter = "legacy `torch.onnx.export`" if r["model"] in MODEL_NAMES else r["exporter"].removesuffix(" None")
+        ms, vs = r["p50_ms"], r["speedup_vs_by_hand"]
+        vs_hand = f"**{vs:.2f}x**" if vs >= d["min_vs_by_hand"] else f"{vs:.2f}x"
+        lines.append(f"| {name} ({exporter}) | {ms['fp32']:.1f} ms | {ms['ours']:.1f} ms | {vs_hand} | "
+                     f"{ms['by_hand_bare'] / ms['ours']:.2f}x | {r['cosine_mean']:.4f} / {r['by_hand_cosine_mean']:.4f} |")
+    for r in d["results"]:
+        if "fallback" in r:
+            f = r["fallback"]
+            lines += ["", f"{names.get(r['model'], r['model'])}: plain int8 reaches cosine {r['plain_cosine_mean']:.4f} "
+                      f"(the anchor {r['by_hand_cosine_mean']:.4f}); the fallback keeps {f['float_nodes']} nodes float "
+                      f"({f['lowering']} lowering); plain int8 ran {r['plain_speedup_vs_by_hand']:.2f}x the anchor's speed."]
+    return lines
+
+
 def _qat_digits(d: dict) -> list[str]:
     names = {"onnx": "ONNX", "tflite": "TFLite", "torchscript": "TorchScript"}
 
@@ -108,6 +137,7 @@ def _qat_digits(d: dict) -> list[str]:
 
 TABLES = {t.suite: t for t in (
     Table("onnx_int8", ("onnxruntime", "onnx", "torch"), _onnx_int8),
+    Table("onnx_sources", ("onnxruntime", "onnx", "torch", "tensorflow-cpu"), _onnx_sources),
     Table("tflite_sources", ("tensorflow-cpu", "ai-edge-litert"), _tflite_sources),
     Table("qat_digits", ("torch", "torchao", "onnxruntime", "ai-edge-litert", "litert-torch"), _qat_digits),
 )}
