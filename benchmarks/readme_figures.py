@@ -6,7 +6,7 @@
 
 Each regenerated table sits in README.md between `<!-- figures:SUITE -->` and
 `<!-- /figures:SUITE -->` and ends with a line naming the record it comes from: the date
-of the run, the CPU, the library versions, as the suite recorded them (`common.finish`).
+of the run, the CPU, the library versions, as the suite recorded them (`common.provenance`).
 Everything between the two markers is this script's; the prose around them is not.
 
 Where the records live: `docs/figures/<suite>.json`, in the repository. `runs/` is
@@ -215,16 +215,18 @@ def update_from(src: Path, figures: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.readme_figures", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when README.md differs")
     ap.add_argument("--update-from", type=Path, metavar="DIR", help="copy suite records from DIR (runs/bench) first")
-    ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--readme", type=Path, default=README, help="the README to rewrite or check (README.md)")
     ap.add_argument("--figures", type=Path, default=FIGURES, help="the kept records (docs/figures)")
     args = ap.parse_args(argv)
+    if args.check and args.update_from:
+        ap.error("--check writes nothing, --update-from writes docs/figures: give one of them")
     from compressor.fsutil import write_text
 
     try:
-        if args.update_from and not args.check:
+        if args.update_from:
             kept = update_from(args.update_from, args.figures)
             print(f"kept {', '.join(kept) or 'nothing'} from {args.update_from} in {args.figures}")
         try:
