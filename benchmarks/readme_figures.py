@@ -117,6 +117,22 @@ def _onnx_sources(d: dict) -> list[str]:
     return lines
 
 
+def _devices(d: dict) -> list[str]:
+    from benchmarks.suite.devices import MAX_CONCURRENT_RATIO, MAX_OVERHEAD_S
+
+    lines = ["| artifact | size | local p50 ms | loopback p50 ms | ratio |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['artifact']} | {r['size_bytes'] / 1e6:.1f} MB | {r['local_p50_ms']:.2f} | "
+              f"{r['loopback_p50_ms']:.2f} | {r['ratio']:.3f} |" for r in d["results"]]
+    o, c = d["overhead"], d["concurrency"]
+    missed = " The suite marked this run MISSED: " + "; ".join(d["missed"]) + "." if d["missed"] else ""
+    return lines + ["", f"Going remote costs {o['overhead_s']:.2f} s per artifact for the {o['bytes'] / 1e6:.1f} MB int8 "
+                    "ONNX file (connect, copy and check, start the runner, load, fetch the outputs, clean up: the wall "
+                    f"time less the device's own timing; target {MAX_OVERHEAD_S:.0f} s). 4 artifacts on 2 loopback "
+                    f"devices (1 and 2 threads, pinned to CPUs 0 and 1) take {c['concurrent_s']:.1f} s at once against "
+                    f"{c['serial_s']:.1f} s one device after the other ({c['ratio']:.2f}x; target "
+                    f"{MAX_CONCURRENT_RATIO}x).{missed}"]
+
+
 MINILM_ROWS = {  # the suite's label of an ONNX row: how the README names it
     "fp32 onnx": "fp32 ONNX",
     "static int8, ours": "**static int8, ours** ({int8_layers} of 36 linear layers int8)",
@@ -161,6 +177,7 @@ TABLES = {t.suite: t for t in (
     Table("onnx_int8", ("onnxruntime", "onnx", "torch"), _onnx_int8),
     Table("onnx_sources", ("onnxruntime", "onnx", "torch", "tensorflow-cpu"), _onnx_sources),
     Table("tflite_sources", ("tensorflow-cpu", "ai-edge-litert"), _tflite_sources),
+    Table("devices", ("onnxruntime", "ai-edge-litert"), _devices),
     Table("minilm_int8", ("onnxruntime", "onnx", "torch"), _minilm_int8),
     Table("qat_digits", ("torch", "torchao", "onnxruntime", "ai-edge-litert", "litert-torch"), _qat_digits),
 )}
