@@ -244,14 +244,12 @@ def update_from(src: Path, figures: Path) -> list[str]:
     """Copy the records of the README's suites found in `src` into `figures`, checked first."""
     from compressor.fsutil import write_text
 
-    kept = []
-    for suite in TABLES:
-        path = src / f"{suite}.json"
-        if path.exists():
-            load(path)
-            write_text(figures / path.name, path.read_text(encoding="utf-8"))
-            kept.append(suite)
-    return kept
+    found = [src / f"{suite}.json" for suite in TABLES if (src / f"{suite}.json").exists()]
+    for path in found:  # all of them checked before any is kept: no half-updated docs/figures
+        load(path)
+    for path in found:
+        write_text(figures / path.name, path.read_text(encoding="utf-8"))
+    return [path.stem for path in found]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, UnicodeDecodeError) as e:
             raise FigureError(f"{args.readme}: cannot be read ({e})") from None
         new, changed = regenerate(text, args.figures, args.readme.parent)
-    except FigureError as e:
+        if changed and not args.check:
+            write_text(args.readme, new)
+    except (FigureError, OSError) as e:  # OSError: docs/figures or README.md not writable, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.check:
@@ -285,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.readme.name}: {n} lines of the figures of {', '.join(changed)} differ from "
               f"{args.figures.name}/*.json; run `python -m benchmarks.readme_figures`")
         return 1
-    if changed:
-        write_text(args.readme, new)
     print(f"{args.readme.name}: {'rewrote ' + ', '.join(changed) if changed else 'figures up to date'}")
     return 0
 

@@ -88,3 +88,17 @@ def test_a_readme_without_the_markers_is_refused_in_one_line(tmp_path, capsys):
     readme.write_text(readme.read_text().replace("<!-- /figures:onnx_int8 -->", ""))
     code, _, err = _run(capsys, "--check", "--readme", readme, "--figures", figures)
     assert code == 2 and len(err) == 1 and "figures:onnx_int8" in err[0]
+
+
+def test_update_from_keeps_nothing_when_one_record_is_corrupt(tmp_path, capsys):
+    readme, figures = _copies(tmp_path)
+    before = {p.name: p.read_bytes() for p in figures.iterdir()}
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    record = json.loads((figures / "onnx_int8.json").read_text())
+    record["results"][0]["speedup"] = 9.87
+    (runs / "onnx_int8.json").write_text(json.dumps(record))
+    (runs / "qat_digits.json").write_text("{")
+    code, _, err = _run(capsys, "--update-from", runs, "--readme", readme, "--figures", figures)
+    assert code == 2 and len(err) == 1 and "qat_digits.json: not valid JSON" in err[0]
+    assert {p.name: p.read_bytes() for p in figures.iterdir()} == before
