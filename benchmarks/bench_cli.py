@@ -84,6 +84,7 @@ def bench_files(args: argparse.Namespace) -> int:
 
     from benchmarks.devices.inventory import LOCAL_DEVICE
 
+    args.batch = args.batch or _default_batches(args.shape)
     check_args(args)
     files: list[Path] = args.files
     for f in files:  # refuse bad files before spending time on good ones
@@ -137,6 +138,17 @@ def _columns():
             Column("size"), Column("gzip", drop=8), Column("load s", drop=5), Column("first ms", drop=4),
             Column("p50 ms"), Column("p90 ms", drop=2), Column("p99 ms", drop=9), Column("cv", drop=10),
             Column("per s", drop=3), Column("peak RSS", drop=7), Column("accuracy", drop=1))
+
+
+def _default_batches(shapes: list[str]) -> tuple[int, ...]:
+    """Without --batch: 1, or the batch sizes the --shape values give (`x=2x4` is batch 2),
+    so that a shape's batch is what is timed and named, not refused against batch 1."""
+    sizes = []
+    for text in shapes:
+        dims = text.rpartition("=")[2].split("x")
+        if dims[0].isdigit() and int(dims[0]) > 0:
+            sizes.append(int(dims[0]))
+    return tuple(sorted(set(sizes))) or (1,)
 
 
 def _print_tables(results: list[Metrics], cfg: BenchConfig, console) -> None:

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("files", type=Path, nargs="+", metavar="FILE",
                    help="artifacts: .onnx, .tflite, .xml (OpenVINO IR), .pte, .pt (TorchScript), .pt2")
     b.add_argument("--threads", type=_positive, default=2, help="intra-op threads of each runtime (default 2)")
-    b.add_argument("--batch", type=_batches, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
+    b.add_argument("--batch", type=_batches, help="batch sizes, e.g. 1,8,32 (default 1, or the batch --shape "
+                   "gives)")
     b.add_argument("--shape", action="append", default=[], metavar="[FILE:]NAME=DxDxD",
                    help="fix an input's shape (for dynamic dimensions); FILE: for one of several files; repeatable")
     b.add_argument("--inputs", action="append", default=[], metavar="[FILE:]DATA.npz",

@@ -80,8 +80,10 @@ def test_shape_option_fixes_the_dynamic_dim(seq_model, tmp_path, capsys):
     assert main(["bench", str(seq_model), "--shape", "x=2x16x8", "--batch", "2", "--json", str(out), *FAST]) == 0
     latency = json.loads(out.read_text())["results"][0]["latency"]
     assert [l["batch"] for l in latency] == [2] and latency[0]["p50_ms"] > 0
-    # the shape fixes batch 2: the default batch 1 would be timed under the wrong name
-    assert main(["bench", str(seq_model), "--shape", "x=2x16x8", *FAST]) == 2
+    # without --batch the shape's batch is the one timed; another --batch is refused by name
+    assert main(["bench", str(seq_model), "--shape", "x=2x16x8", "--json", str(out), *FAST]) == 0
+    assert [l["batch"] for l in json.loads(out.read_text())["results"][0]["latency"]] == [2]
+    assert main(["bench", str(seq_model), "--shape", "x=2x16x8", "--batch", "1", *FAST]) == 2
     err = capsys.readouterr().err
     assert "fixes the batch axis at 2" in err and "--batch 2" in err and "Traceback" not in err
 
