@@ -31,16 +31,18 @@ UNITS = {"threads": " threads", "warmup": " warm-up runs", "warmup_s": " seconds
 def check_args(args: argparse.Namespace) -> None:
     """Everything the command line says that can be judged without loading a model, judged
     before anything is loaded or measured: settings, shapes, device, data, the output."""
-    settings = argparse.Namespace(threads=args.threads, warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs,
-                                  min_time_s=args.min_time_s, batch_sizes=tuple(args.batch))
-    for name, value in out_of_range(settings):
-        low, high = LIMITS[name]
-        cores = f" (this machine has {os.cpu_count()} cores)" if name == "threads" else ""
-        raise RecipeError(f"{FLAGS[name]} {value}: use {low} to {high}{UNITS[name]}{cores}")
     from benchmarks import given
 
     settings = [s for flag, texts in (("--shape", args.shape), ("--value", args.value), ("--inputs", args.inputs))
                 for s in given.parse(flag, texts, args.files)]
+    if args.batch is None:  # the batch a --shape gives is the one timed (x=2x4: batch 2), not refused against 1
+        args.batch = tuple(sorted({s.value[0] for s in settings if s.flag == "--shape"})) or (1,)
+    limits = argparse.Namespace(threads=args.threads, warmup=args.warmup, warmup_s=args.warmup_s, runs=args.runs,
+                                min_time_s=args.min_time_s, batch_sizes=tuple(args.batch))
+    for name, value in out_of_range(limits):
+        low, high = LIMITS[name]
+        cores = f" (this machine has {os.cpu_count()} cores)" if name == "threads" else ""
+        raise RecipeError(f"{FLAGS[name]} {value}: use {low} to {high}{UNITS[name]}{cores}")
     for s in settings:
         if s.flag == "--shape" and math.prod(s.value) > MAX_ELEMENTS:
             raise InputShapeError(f"--shape {s.text} is {math.prod(s.value):,} elements; an input takes at most "
@@ -84,7 +86,6 @@ def bench_files(args: argparse.Namespace) -> int:
 
     from benchmarks.devices.inventory import LOCAL_DEVICE
 
-    args.batch = args.batch or _default_batches(args.shape)
     check_args(args)
     files: list[Path] = args.files
     for f in files:  # refuse bad files before spending time on good ones
@@ -138,17 +139,6 @@ def _columns():
             Column("size"), Column("gzip", drop=8), Column("load s", drop=5), Column("first ms", drop=4),
             Column("p50 ms"), Column("p90 ms", drop=2), Column("p99 ms", drop=9), Column("cv", drop=10),
             Column("per s", drop=3), Column("peak RSS", drop=7), Column("accuracy", drop=1))
-
-
-def _default_batches(shapes: list[str]) -> tuple[int, ...]:
-    """Without --batch: 1, or the batch sizes the --shape values give (`x=2x4` is batch 2),
-    so that a shape's batch is what is timed and named, not refused against batch 1."""
-    sizes = []
-    for text in shapes:
-        dims = text.rpartition("=")[2].split("x")
-        if dims[0].isdigit() and int(dims[0]) > 0:
-            sizes.append(int(dims[0]))
-    return tuple(sorted(set(sizes))) or (1,)
 
 
 def _print_tables(results: list[Metrics], cfg: BenchConfig, console) -> None:

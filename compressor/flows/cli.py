@@ -81,9 +81,9 @@ SENSITIVITY_EXAMPLES = """examples:
   compressor sensitivity recipe.yaml --target tflite --json > ranking.json"""
 
 
-def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                        help="table (fits the terminal), or json / csv of the raw values on stdout (default table)")
+def _add_format(parser: argparse.ArgumentParser, help: str = "table (fits the terminal), or json / csv of the raw "
+                "values on stdout (default table)") -> None:
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table", help=help)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,9 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--junit", type=Path, help="write JUnit XML here (one test case per artifact and budget)")
     g.add_argument("--json", type=Path, help="write a JSON summary here")
     g.add_argument("--markdown", type=Path, help="write a pull-request comment (Markdown) here")
-    g.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                   help="stdout: a table for people (fits the terminal), the checks and verdict as JSON, or "
-                   "one CSV row per check; the exit code is the same")
+    _add_format(g, "stdout: a table for people (fits the terminal), the checks and verdict as JSON, or one CSV "
+                "row per check; the exit code is the same")
 
     c = sub.add_parser("compare", help="side-by-side table of two reports (baseline first)", epilog=COMPARE_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
