@@ -172,16 +172,16 @@ def _per_s(x: float) -> str:
 def bench_records(results: list[Metrics], batches) -> list[dict]:
     """One record per file and batch, raw values (bytes, ms, samples/s, a fraction), for
     --format csv; a batch a file was not run at has its reason instead of numbers."""
+    from benchmarks.termtable import latency_fields
+
     out = []
     for m in results:
+        doc = m.to_json()
         for batch in batches:
-            lat = m.latency_at(batch)
-            out.append({"file": m.path, "runtime": m.runtime, "batch": batch, "size_bytes": m.size_bytes,
+            out.append({"file": m.path, "runtime": m.runtime, "batch": batch, **latency_fields(doc, batch),
                         "gzip_bytes": m.gzip_bytes, "load_s": m.load_s, "first_ms": m.first_inference_ms,
-                        "p50_ms": lat and lat.p50_ms, "p90_ms": lat and lat.p90_ms, "p99_ms": lat and lat.p99_ms,
-                        "cv": lat and lat.cv, "samples_per_s": lat and lat.throughput,
-                        "peak_rss_mb": m.peak_rss_mb, "accuracy": m.accuracy,
-                        "not_run": None if lat else m.batches_refused.get(str(batch), "not run at this batch")})
+                        "not_run": None if m.latency_at(batch) else
+                        m.batches_refused.get(str(batch), "not run at this batch")})
     return out
 
 

@@ -98,29 +98,14 @@ def print_checks(checks: list[Check], stream) -> None:
 
 
 def _table(checks: list[Check], console) -> str:
-    from rich.cells import cell_len
-    from rich.table import Table
+    from benchmarks.termtable import Column, FitTable
 
-    columns = {"": [c.verdict for c in checks], "artifact": [c.artifact for c in checks],
-               "budget": [c.limit_name for c in checks], "limit": [c.fmt(c.limit) for c in checks],
-               "measured": [c.fmt(c.measured) for c in checks]}
-    widths = {k: max(cell_len(x) for x in [k, *v]) for k, v in columns.items()}
-
-    def room() -> int:  # what is left for the artifact names, one space between columns
-        return console.width - sum(w for k, w in widths.items() if k != "artifact") - (len(widths) - 1)
-
-    if room() < min(8, widths["artifact"]):
-        del columns["limit"], widths["limit"]
-    widths["artifact"] = max(1, min(widths["artifact"], room()))
-    table = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False, show_edge=False,
-                  header_style="bold")
-    for k in columns:
-        table.add_column(k, width=widths[k], no_wrap=True, overflow="ellipsis",
-                         justify="right" if k in ("limit", "measured") else "left")
-    for cells in zip(*columns.values()):
-        table.add_row(*cells)
+    table = FitTable([Column("", key="verdict", left=True), Column("artifact", left=True, shrink=True, min_width=8),
+                      Column("budget", left=True), Column("limit", drop=1), Column("measured")])
+    for c in checks:
+        table.add_row([c.verdict, c.artifact, c.limit_name, c.fmt(c.limit), c.fmt(c.measured)])
     with console.capture() as captured:
-        console.print(table)
+        table.render(console)
     return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
 
 

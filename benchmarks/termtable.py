@@ -71,7 +71,8 @@ class FitTable:
         """(the columns kept, the width each shrunk column gets, the headers of the
         columns dropped for want of room). Columns with nothing to say go first; then
         the extras (drop >= EXTRA) before any name is cut; then names are ellipsised down
-        to their min_width before the remaining optional columns go, largest drop first."""
+        to their min_width before the remaining optional columns go, largest drop first;
+        with none left to drop, names (and their headers) shrink below min_width."""
         kept = [i for i, c in enumerate(self.columns) if not self._empty(i)]
         dropped: list[str] = []
         while True:
@@ -86,6 +87,8 @@ class FitTable:
             extras = [i for i in kept if self.columns[i].drop >= EXTRA]
             optional = extras or [i for i in kept if self.columns[i].drop]
             if not optional or (not extras and need - slack <= room):
+                if need - slack > room:  # nothing left to drop: names go below their floor, numbers stay whole
+                    floor = {i: 1 for i in floor}
                 return kept, _shrunk(natural, floor, need - room), dropped
             gone = max(optional, key=lambda i: (self.columns[i].drop, i))
             kept.remove(gone)
@@ -100,7 +103,8 @@ class FitTable:
                       padding=(0, 1), collapse_padding=True, show_edge=False)
         for i in kept:
             c = self.columns[i]
-            table.add_column(c.header, justify="left" if c.left else "right", no_wrap=True, overflow="ellipsis")
+            header = ellipsised(c.header, widths[i]) if i in widths else c.header
+            table.add_column(header, justify="left" if c.left else "right", no_wrap=True, overflow="ellipsis")
         for n, (cells, style) in enumerate(self.rows):
             if n in self._headings and n:
                 table.add_section()
@@ -138,6 +142,15 @@ def _shrunk(natural: dict[int, int], floor: dict[int, int], excess: int) -> dict
         widths[i] -= 1
         excess -= 1
     return widths
+
+
+def latency_fields(metrics: dict[str, Any], batch: int) -> dict[str, Any]:
+    """The raw figures of one file at one batch from its metrics (Metrics.to_json's
+    shape), for the CSV of `bench` and `bench --device`: None where it was not run."""
+    lat = next((x for x in metrics.get("latency", []) if x["batch"] == batch), None) or {}
+    return {"size_bytes": metrics.get("size_bytes"), "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
+            "p99_ms": lat.get("p99_ms"), "cv": lat.get("cv"), "samples_per_s": lat.get("throughput"),
+            "peak_rss_mb": metrics.get("peak_rss_mb"), "accuracy": metrics.get("accuracy")}
 
 
 def emit_records(records: list[dict[str, Any]], fmt: str, out=None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from benchmarks.devices.bench import bench_on_devices
 from benchmarks.report import human_size
-from benchmarks.termtable import Column, FitTable, emit_records
+from benchmarks.termtable import Column, FitTable, emit_records, latency_fields
 
 _COLUMNS = (Column("file", left=True, shrink=True, min_width=12), Column("device", left=True, shrink=True),
             Column("size"), Column("p50 ms"), Column("p90 ms", drop=2), Column("cv", drop=5),
@@ -78,15 +78,10 @@ def _emit(document: dict, rows: list[dict], batches, fmt: str) -> None:
     records = []
     for r in rows:
         m = r.get("metrics") or {}
-        for batch in batches:
-            lat = next((l for l in m.get("latency", []) if l["batch"] == batch), None)
-            records.append({"file": r["file"], "device": r["device"], "batch": batch,
-                            "size_bytes": m.get("size_bytes"), "p50_ms": lat and lat["p50_ms"],
-                            "p90_ms": lat and lat["p90_ms"], "cv": lat and lat["cv"],
-                            "samples_per_s": lat and lat.get("throughput"), "peak_rss_mb": m.get("peak_rss_mb"),
-                            "accuracy": m.get("accuracy"), "emulated": bool(m.get("emulated")),
-                            "cosine_vs_local": (r.get("vs_local") or {}).get("cosine_mean"),
-                            "error": r.get("error")})
+        records += [{"file": r["file"], "device": r["device"], "batch": batch, **latency_fields(m, batch),
+                     "emulated": bool(m.get("emulated")),
+                     "cosine_vs_local": (r.get("vs_local") or {}).get("cosine_mean"), "error": r.get("error")}
+                    for batch in batches]
     emit_records(records, "csv")
 
 

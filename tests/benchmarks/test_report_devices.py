@@ -200,3 +200,22 @@ def test_reader_accepts_version_1_and_2_and_refuses_3(tmp_path):
     (tmp_path / "v3.json").write_text(json.dumps(newer))
     with pytest.raises(ReportError, match="schema version 3, newer than the version 2"):
         load_report(tmp_path / "v3.json")
+
+
+def test_device_bench_csv_gives_raw_values_per_file_device_and_batch(capsys):
+    import csv
+
+    from benchmarks.devices.report_bench import _emit
+
+    emu = metrics(12.5, 2_000_000, 0.98, seed=1, emulated=True)
+    rows = [{"file": "m.onnx", "device": "local", "metrics": metrics(4.0, 2_000_000, 0.98, seed=0)},
+            {"file": "m.onnx", "device": "pi5", "metrics": emu, "vs_local": {"cosine_mean": 0.99991}},
+            {"file": "m.onnx", "device": "jetson", "error": "jetson: host unreachable"}]
+    _emit({"results": rows}, rows, [1, 8], "csv")
+    got = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["device"], r["batch"]) for r in got] == [(d, b) for d in ("local", "pi5", "jetson") for b in ("1", "8")]
+    pi5 = got[2]
+    assert float(pi5["p50_ms"]) == 12.5 and float(pi5["samples_per_s"]) == pytest.approx(80.0)
+    assert pi5["size_bytes"] == "2000000" and pi5["emulated"] == "True" and pi5["cosine_vs_local"] == "0.99991"
+    assert got[3]["p50_ms"] == "" and got[3]["size_bytes"] == "2000000"  # not run at batch 8: no figure
+    assert got[4]["error"] == "jetson: host unreachable" and got[4]["p50_ms"] == ""

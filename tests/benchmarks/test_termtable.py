@@ -58,6 +58,16 @@ def test_extras_go_before_a_name_is_cut_then_names_before_the_rest():
     assert "(not shown at 40 columns: p99 ms, gzip, cosine)" in " ".join(" ".join(rendered(t, 40)).split())
 
 
+def test_with_nothing_left_to_drop_names_shrink_below_their_floor_not_numbers():
+    t = sample_table()
+    kept, widths, dropped = t.layout(24)                        # 8 + 7 + 2 * 2 of numbers and gaps
+    assert [t.columns[i].header for i in kept] == ["artifact", "size", "p50 ms"]
+    assert widths == {0: 24 - 2 * 2 - 8 - 7}                    # below min_width 20, header included
+    lines = rendered(t, 24)
+    assert all(len(line.rstrip()) <= 24 for line in lines)
+    assert lines[1].split()[:3] == ["ar…ct", "size", "p50"] and "114.913" in "\n".join(lines)
+
+
 def test_ellipsis_keeps_both_ends_of_a_name():
     assert ellipsised("onnx/int8-percentile", 12) == "onnx/i…ntile"
     assert ellipsised("onnx/fp32", 12) == "onnx/fp32"
