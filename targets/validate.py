@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class Fidelity:
 
 def validate_artifact(target: "Target", artifact: "Artifact", inputs: dict[str, np.ndarray],
                       reference: list[np.ndarray], threads: int = 1, device: "Device | None" = None,
-                      evaluation=None) -> tuple[Fidelity, float | None]:
+                      evaluation=None, classes: Collection[str] | None = None) -> tuple[Fidelity, float | None]:
     """Run `artifact` on its target's runtime over the validation `inputs` (declared layout)
     and compare its outputs with the float `reference`; with `evaluation` (a labelled
     dataset) also its top-1 accuracy there. The one session -> run -> compare of the tool."""
@@ -75,7 +75,7 @@ def validate_artifact(target: "Target", artifact: "Artifact", inputs: dict[str, 
             got = run_batched(session, feeds_for(feeds, meta), VALIDATION_BATCH)
             return outputs_from(got, session.output_names, meta)
 
-        fid = compare(reference, run(inputs), meta.get("output_names") or session.output_names)
+        fid = compare(reference, run(inputs), meta.get("output_names") or session.output_names, classes)
         accuracy = None
         if evaluation is not None and evaluation.labels is not None:
             accuracy = top1(run(evaluation.inputs)[0], evaluation.labels)
@@ -84,7 +84,11 @@ def validate_artifact(target: "Target", artifact: "Artifact", inputs: dict[str, 
     return fid, accuracy
 
 
-def compare(reference: list[np.ndarray], got: list[np.ndarray], names: list[str]) -> Fidelity:
+def compare(reference: list[np.ndarray], got: list[np.ndarray], names: list[str],
+            classes: Collection[str] | None = None) -> Fidelity:
+    """Each output of `got` against the reference's. Top-1 agreement is taken of the
+    (N, k) outputs named in `classes` (all of them when None): an embedding's argmax is
+    no class, and its flips say nothing."""
     if len(reference) != len(got):
         raise FidelityError(f"the artifact gives {len(got)} outputs, the reference {len(reference)}")
     outs = []
@@ -100,7 +104,8 @@ def compare(reference: list[np.ndarray], got: list[np.ndarray], names: list[str]
         # Two all-zero rows agree; one zero row against a non-zero one does not.
         cos = np.where(den > 0, num / np.where(den > 0, den, 1), np.where(
             (np.abs(rf).sum(1) == 0) & (np.abs(gf).sum(1) == 0), 1.0, 0.0))
-        top1, flips, ties = _agreement(r, g) if r.ndim == 2 and r.shape[1] > 1 and finite else (None, None, None)
+        scores = r.ndim == 2 and r.shape[1] > 1 and finite and (classes is None or name in classes)
+        top1, flips, ties = _agreement(r, g) if scores else (None, None, None)
         outs.append(OutputFidelity(name=name, max_abs=float(np.abs(r - g).max()) if finite else float("inf"),
                                    cosine_mean=float(cos.mean()) if finite else float("nan"),
                                    cosine_min=float(cos.min()) if finite else float("nan"), top1=top1,

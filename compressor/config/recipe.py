@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -134,6 +135,9 @@ class Tolerance(Strict):
 
 class ValidationSpec(Strict):
     samples: Int = Field(256, ge=1, le=1_000_000, description="evaluation inputs compared against the reference")
+    top1_outputs: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=256, description="outputs whose argmax is a class, held to min_top1; default: every "
+        "(N, classes) output, or none for a model that gives embeddings (an hf feature-extraction folder); [] for none")
     fp32: Tolerance = Tolerance(max_abs=1e-3, min_cosine=0.99999, min_top1=0.99)
     fp16: Tolerance = Tolerance(min_cosine=0.999, min_top1=0.98)
     int8: Tolerance = Tolerance(min_cosine=0.98, min_top1=0.95)
@@ -207,6 +211,18 @@ class Recipe(Strict):
                              "{source: ...}}', or use algorithm: rtn or hqq")
         if self.qat_steps and self.data.train is None:
             raise ValueError("the qat step fine-tunes on training data: add 'data: {train: {source: ...}}'")
+        return self
+
+    @model_validator(mode="after")
+    def _top1_outputs_named(self) -> "Recipe":
+        # A typo would quietly judge nothing by top-1: the names are the model's outputs.
+        named, top1 = self.model.outputs, self.validation.top1_outputs or []
+        unknown = [n for n in top1 if n not in named] if named else \
+            [n for n in top1 if not re.fullmatch(r"output(_\d+)?", n)]
+        if unknown:
+            known = f"model.outputs names {named}" if named else \
+                "the outputs are output, or output_0, output_1, ... (model.outputs names none)"
+            raise ValueError(f"validation.top1_outputs names {unknown}, which the model does not give: {known}")
         return self
 
     @field_validator("name")

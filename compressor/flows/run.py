@@ -219,8 +219,10 @@ def _export_and_validate(ctx: _Run, tname: str, target, variant: QuantVariant | 
     row.file, row.export = str(artifact.path.relative_to(ctx.out)), artifact.meta
     ctx.row_refs[row.name] = src_ref.outputs
     try:
+        top1 = ctx.recipe.validation.top1_outputs
         fid, _ = validate_artifact(target, artifact, ctx.ref.inputs, src_ref.outputs, ctx.bench.threads,
-                                   targets.Device.parse(ctx.bench.device))
+                                   targets.Device.parse(ctx.bench.device),
+                                   classes=getattr(ctx.model, "top1_outputs", None) if top1 is None else top1)
         row.fidelity = {**fid.to_json(), "on_real_data": ctx.ref.on_real_data}
         check(fid, getattr(ctx.recipe.validation, row.precision), row.name)
     except FidelityError as e:

@@ -58,6 +58,8 @@ class PooledEncoder(nn.Module):
     mean of its last hidden states over the real tokens, L2-normalised. The backbone keeps
     its own prefix (`bert.` for a BertModel), so layer names read as in transformers."""
 
+    gives_embeddings = True  # no class scores: validation judges cosine, not top-1 agreement
+
     def __init__(self, backbone: nn.Module, normalize: bool = True, prefix: str | None = None) -> None:
         super().__init__()
         self.prefix = prefix or getattr(backbone, "base_model_prefix", "") or "backbone"

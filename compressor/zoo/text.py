@@ -30,6 +30,8 @@ class BertEncoder(nn.Module):
     """BertModel taking (input_ids, attention_mask[, token_type_ids]) and returning
     (last_hidden_state, pooler_output) as a plain tuple, so every exporter sees tensors."""
 
+    gives_embeddings = True  # hidden states and a pooled vector: no class scores to take top-1 of
+
     def __init__(self, bert: nn.Module) -> None:
         super().__init__()
         self.bert = bert

@@ -59,6 +59,7 @@ def test_minilm_folder_loads_as_a_sentence_encoder_with_its_inputs_and_tokenizer
         ("input_ids", [1, 128], "int64"), ("attention_mask", [1, 128], "int64"), ("token_type_ids", [1, 128], "int64")]
     assert minilm_hf.tokenizer == model_dir()
     assert minilm_hf.parameter_count() == 22_565_376  # no pooler: the embedding does not use it
+    assert minilm_hf.top1_outputs == ()  # an embedding's argmax is no class: validation holds it to cosine
     ds = load_dataset(DataSource(text=write_text(tmp_path / "s.txt", TEXTS)), minilm_hf.inputs, tmp_path,
                       minilm_hf.tokenizer)
     assert len(ds) == len(TEXTS) and (ds.inputs["input_ids"][:, 0] == 101).all()  # [CLS]
@@ -114,7 +115,7 @@ def test_sequence_classifier_gives_the_logits_transformers_gives(tmp_path):
                                                      return_tensors="pt")
     with torch.no_grad():
         want = BertForSequenceClassification.from_pretrained(str(folder)).eval()(**enc).logits.numpy()
-    assert got.shape == (len(TEXTS), 3)
+    assert got.shape == (len(TEXTS), 3) and model.top1_outputs is None  # logits: every (N, k) output
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.abs(got).max() > 1e-3  # a real head, not zeros
 

@@ -76,6 +76,20 @@ def test_duplicate_variant_labels_are_refused():
         parse(text)
 
 
+def test_top1_outputs_must_name_outputs_the_model_gives():
+    named = MINIMAL + "  outputs: [logits, features]\ntargets: [onnx]\n"
+    assert parse(named + "validation: {top1_outputs: [logits]}\n").validation.top1_outputs == ["logits"]
+    assert parse(named + "validation: {top1_outputs: []}\n").validation.top1_outputs == []
+    with pytest.raises(RecipeError, match=r"top1_outputs names \['logit'\], which the model does not give: "
+                                          r"model.outputs names \['logits', 'features'\]") as e:
+        parse(named + "validation: {top1_outputs: [logit]}\n")
+    assert "\n" not in str(e.value)
+    unnamed = MINIMAL + "targets: [onnx]\n"
+    assert parse(unnamed + "validation: {top1_outputs: [output_1]}\n").validation.top1_outputs == ["output_1"]
+    with pytest.raises(RecipeError, match=r"names \['logits'\], .*the outputs are output, or output_0"):
+        parse(unnamed + "validation: {top1_outputs: [logits]}\n")
+
+
 def test_invalid_yaml_reports_the_line():
     with pytest.raises(RecipeError, match=r"^r\.yaml:4: not valid YAML"):
         parse("version: 1\nname: x\nmodel:\n\tfactory: x\n")

@@ -18,6 +18,21 @@ def test_identical_outputs_pass_with_perfect_scores():
     assert fid.outputs[1].top1 is None  # not a (N, classes) output
 
 
+def test_top1_is_taken_only_of_the_outputs_named_as_classes():
+    # A sentence embedding (N, 384) has an argmax too; int8 noise flips it without harm.
+    embedding = RNG.uniform(-1, 1, size=(64, 384)).astype(np.float32)  # its largest values close together
+    noisy = embedding + RNG.normal(scale=0.05, size=embedding.shape).astype(np.float32)
+    judged = compare([embedding], [noisy], ["embedding"])
+    assert judged.top1 is not None and judged.top1 < 0.95
+    with pytest.raises(FidelityError, match="top-1 agreement"):
+        check(judged, Tolerance(min_cosine=0.99, min_top1=0.95), "onnx/int8-dynamic")
+    fid = compare([embedding], [noisy], ["embedding"], classes=())
+    assert fid.top1 is None and fid.outputs[0].top1_flips is None and fid.cosine > 0.99
+    check(fid, Tolerance(min_cosine=0.99, min_top1=0.95), "onnx/int8-dynamic")  # cosine alone decides
+    both = compare([LOGITS, embedding], [LOGITS, noisy], ["logits", "embedding"], classes=["logits"])
+    assert both.outputs[0].top1 == 1.0 and both.outputs[1].top1 is None
+
+
 def test_small_noise_is_measured_not_rejected():
     noisy = LOGITS + RNG.normal(scale=1e-5, size=LOGITS.shape).astype(np.float32)
     fid = compare([LOGITS], [noisy], ["logits"])
