@@ -33,6 +33,9 @@ class Model:
     source: str = ""
     notes: list[str] = field(default_factory=list)
     tokenizer: Path | None = None  # a Hugging Face tokenizer folder for text data (an hf source's own)
+    # outputs whose argmax is a class (validation's top-1 agreement): None, every (N, k) output;
+    # () for a model that gives embeddings or hidden states, where an argmax means nothing
+    top1_outputs: tuple[str, ...] | None = None
     framework = "pytorch"  # what the reports name the reference (a Keras source says "keras")
 
     @property
@@ -103,7 +106,8 @@ def load_model(spec: ModelSpec, base_dir: Path = Path(".")) -> Model:
     else:
         module, source = _build(spec, base_dir), spec.factory or ""
         inputs = list(spec.inputs)
-    model = Model(module=module, inputs=inputs, output_names=spec.outputs, source=source, tokenizer=tokenizer)
+    model = Model(module=module, inputs=inputs, output_names=spec.outputs, source=source, tokenizer=tokenizer,
+                  top1_outputs=() if getattr(module, "gives_embeddings", False) else None)
     check_signature(model)
     return model
 
@@ -195,7 +199,25 @@ def _load_program(path: Path, trusted: bool) -> torch.nn.Module:
     except Exception as e:  # torch raises many types for a corrupt archive
         raise ModelLoadError(f"program {path}: not a loadable torch.export archive ({type(e).__name__}: "
                              f"{first_line(e)})") from None
+    fixed = fixed_batch_inputs(ep)
+    if fixed:  # validation and calibration run many samples at once, the exports a dynamic batch
+        name, batch = next(iter(fixed.items()))
+        raise ModelLoadError(f"program {path} was exported with a fixed batch ({name!r} takes batch {batch} only); "
+                             f"export it again with a dynamic batch axis and an example batch of 2 or more, e.g. "
+                             f"torch.export.export(model, args, dynamic_shapes={{{name!r}: {{0: "
+                             f"torch.export.Dim('batch')}}}})")
     return ep.module()
+
+
+def fixed_batch_inputs(ep) -> dict[str, int]:
+    """The user inputs of an ExportedProgram whose first axis is a plain number, not a symbol."""
+    users = set(ep.graph_signature.user_inputs)
+    out = {}
+    for node in ep.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in users else None
+        if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], int):
+            out[node.name] = int(val.shape[0])
+    return out
 
 
 def check_signature(model: Model) -> None:

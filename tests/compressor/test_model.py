@@ -24,12 +24,25 @@ def test_untrained_factory_model_is_near_chance(digits_test, top1):
 
 def test_trusted_pt2_program_loads_and_matches_the_module(tmp_path, digits_model, digits_test):
     x, _ = digits_test
-    ep = torch.export.export(digits_model.module, (torch.from_numpy(x[:4]),))
+    ep = torch.export.export(digits_model.module, (torch.from_numpy(x[:4]),),
+                             dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(ep, str(tmp_path / "digits.pt2"))
     loaded = load_model(ModelSpec(program=tmp_path / "digits.pt2", trusted=True, inputs=[
         InputSpec(name="pixels", shape=[4, 1, 8, 8])]))
     got = loaded.run({"pixels": x[:4]})[0]
     np.testing.assert_allclose(got, digits_model.run({"pixels": x[:4]})[0], atol=1e-5)
+
+
+def test_pt2_program_with_a_fixed_batch_is_refused_naming_the_fix(tmp_path, digits_model):
+    # Validation and calibration run many samples at once; a fixed batch used to fail there
+    # with torch's "Guard failed: x.size()[0] == 1" and a traceback.
+    ep = torch.export.export(digits_model.module, (torch.rand(1, 1, 8, 8),))
+    torch.export.save(ep, str(tmp_path / "fixed.pt2"))
+    with pytest.raises(ModelLoadError) as e:
+        load_model(ModelSpec(program=tmp_path / "fixed.pt2", trusted=True, inputs=PIXELS))
+    msg = str(e.value)
+    assert "\n" not in msg and "fixed batch ('x' takes batch 1 only)" in msg
+    assert "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}" in msg and "batch of 2 or more" in msg
 
 
 def test_pt2_program_without_trusted_is_refused_before_reading_it(tmp_path):
