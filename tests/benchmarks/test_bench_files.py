@@ -59,6 +59,27 @@ def test_bench_runs_int64_int32_and_float_inputs_at_two_batch_sizes(mixed_dtype_
     assert 0 < result["gzip_bytes"] < result["size_bytes"] == mixed_dtype_model.stat().st_size
 
 
+def test_generated_segment_ids_fit_a_two_row_table_as_bert_has(tmp_path):
+    # A BERT-style export without data: word ids into a 100-row table, token_type_ids
+    # into a 2-row one (ORT refuses an index past a Gather table).
+    words = helper.make_tensor("words", TensorProto.FLOAT, [100, 4], np.ones(400, np.float32).tolist())
+    types = helper.make_tensor("types", TensorProto.FLOAT, [2, 4], np.ones(8, np.float32).tolist())
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", 16])
+           for n in ("input_ids", "attention_mask", "token_type_ids")]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+         helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+         helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+         helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+         helper.make_node("Add", ["w", "t"], ["wt"]), helper.make_node("Mul", ["wt", "m3"], ["hidden"])],
+        "bert_like", ids, [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", 16, 4])],
+        initializer=[words, types, helper.make_tensor("axis", TensorProto.INT64, [1], [2])])
+    path = save(graph, tmp_path / "bert_like.onnx")
+    out = tmp_path / "b.json"
+    assert main(["bench", str(path), "--batch", "1,4", "--json", str(out), *FAST]) == 0
+    assert [lat["batch"] for lat in json.loads(out.read_text())["results"][0]["latency"]] == [1, 4]
+
+
 def test_bench_json_records_schema_config_machine_and_libraries(mixed_dtype_model, tmp_path):
     out = tmp_path / "m.json"
     assert main(["bench", str(mixed_dtype_model), "--json", str(out), "--threads", "1", *FAST]) == 0

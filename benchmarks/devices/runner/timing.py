@@ -33,8 +33,10 @@ def generated_input(name, shape, dtype, rng):
     if dtype == "bool":
         return rng.random(shape) > 0.5
     if dtype in ("int64", "int32", "int16", "int8", "uint8"):
-        # Small non-negative ids: valid token ids, indices and mask values for most models.
-        return rng.integers(0, 2 if name.endswith("mask") else 100, size=shape).astype(dtype)
+        # Small non-negative ids: valid token ids, indices and mask values for most models;
+        # masks and segment ids (BERT's token_type_ids index a table of 2 rows) are 0 or 1.
+        binary = name.endswith("mask") or "token_type" in name or "segment" in name
+        return rng.integers(0, 2 if binary else 100, size=shape).astype(dtype)
     return None
 
 
