@@ -20,7 +20,7 @@ a step of its own, seen in the diff of `docs/figures/` and README.md together.
 
 Figure tables of suites that have no renderer here yet (or no kept record) stay as they
 were typed in, each followed in README.md by "(Typed in from the run of DATE; not yet
-regenerated ...)". To bring one over: a renderer in TABLES that reads the suite's JSON,
+regenerated ...)". To bring one over: a renderer in benchmarks/readme_tables.py that reads the suite's JSON and its entry in TABLES,
 the two markers around the table, then `--update-from runs/bench` after a run of the suite.
 
 Exit codes: 0 done (or README matches), 1 README differs (`--check`), 2 a record is
@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from benchmarks import readme_tables as tables
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FIGURES = ROOT / "docs" / "figures"
@@ -56,130 +58,16 @@ class Table:
     render: Callable[[dict], list[str]]
 
 
-MODEL_NAMES = {"resnet18": "ResNet-18", "mobilenet_v2": "MobileNetV2", "digits_cnn": "digits CNN"}
-
-
-def _onnx_int8(d: dict) -> list[str]:
-    from benchmarks.suite.onnx_int8 import MAX_SIZE_RATIO, TARGET_SPEEDUP
-
-    lines = [f"| model (batch 1, {d['threads']} threads) | fp32 p50 | int8 p50 | int8 speedup | "
-             "by-hand `quantize_static` | int8 size / fp32 | cosine int8 vs fp32 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for i, r in enumerate(d["results"]):
-        need = TARGET_SPEEDUP.get(r["model"])
-        speed = f"**{r['speedup']:.2f}x**" + (f" (target {need}x)" if need else "")
-        size = f"**{r['size_ratio']:.3f}**" + (f" (target {MAX_SIZE_RATIO})" if i == 0 else "")
-        lines.append(f"| {MODEL_NAMES.get(r['model'], r['model'])} | {r['fp32_p50_ms']:.1f} ms | "
-                     f"{r['int8_p50_ms']:.1f} ms | {speed} | {r['by_hand_speedup']:.2f}x | {size} | "
-                     f"{r['cosine_mean']:.4f} |")
-    return lines
-
-
-def _tflite_sources(d: dict) -> list[str]:
-    names = MODEL_NAMES
-    variants = {"int8-dynamic": "dynamic int8", "int8-static": "full int8"}
-    fp32_acc = next((r["fp32_accuracy"] for r in d["results"] if "fp32_accuracy" in r), None)
-    acc_head = f"accuracy (fp32 {100 * fp32_acc:.2f}%)" if fp32_acc is not None else "accuracy"
-    lines = [f"| float .tflite | variant | cosine mean / worst | speed vs fp32 | size vs fp32 | {acc_head} |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in d["results"]:
-        for label, variant in variants.items():
-            v = r[label]
-            acc = f"{100 * v['accuracy']:.2f}%" if "accuracy" in v else ""
-            lines.append(f"| {names.get(r['model'], r['model'])} | {variant} | {v['cosine_mean']:.4f} / "
-                         f"{v['cosine_min']:.4f} | {1 / v['latency_ratio']:.2f}x | {v['size_ratio']:.2f}x | {acc} |")
-    anchors = "; ".join(f"{names.get(r['model'], r['model'])} dynamic-range {r['tf_dynamic']['latency_ratio']:.2f}x, "
-                        f"full int8 {r['tf_int8']['latency_ratio']:.2f}x" for r in d["results"])
-    return lines + ["", f"TFLiteConverter's own int8 files of the same models, latency against fp32: {anchors}."]
-
-
-def _onnx_sources(d: dict) -> list[str]:
-    names = {**MODEL_NAMES, "keras_mobilenet_v2": "Keras MobileNetV2"}
-    lines = ["| file (exporter) | fp32 p50 | ours static int8 | vs by hand (anchor) | vs `quantize_static` defaults "
-             "| cosine ours / by hand |", "|---|---:|---:|---:|---:|---:|"]
-    for r in d["results"]:
-        name = names.get(r["model"], r["model"])
-        if "skipped" in r:
-            lines.append(f"| {name} | not measured: {r['skipped']} | | | | |")
-            continue
-        # tf2onnx writes its version and git hash as the producer's version: "1.17.0 None" without one
-        exporter = "legacy `torch.onnx.export`" if r["model"] in MODEL_NAMES else r["exporter"].removesuffix(" None")
-        ms, vs = r["p50_ms"], r["speedup_vs_by_hand"]
-        vs_hand = f"**{vs:.2f}x**" if vs >= d["min_vs_by_hand"] else f"{vs:.2f}x"
-        lines.append(f"| {name} ({exporter}) | {ms['fp32']:.1f} ms | {ms['ours']:.1f} ms | {vs_hand} | "
-                     f"{ms['by_hand_bare'] / ms['ours']:.2f}x | {r['cosine_mean']:.4f} / {r['by_hand_cosine_mean']:.4f} |")
-    for r in d["results"]:
-        if "fallback" in r:
-            f = r["fallback"]
-            lines += ["", f"{names.get(r['model'], r['model'])}: plain int8 reaches cosine {r['plain_cosine_mean']:.4f} "
-                      f"(the anchor {r['by_hand_cosine_mean']:.4f}); the fallback keeps {f['float_nodes']} nodes float "
-                      f"({f['lowering']} lowering); plain int8 ran {r['plain_speedup_vs_by_hand']:.2f}x the anchor's speed."]
-    return lines
-
-
-def _devices(d: dict) -> list[str]:
-    from benchmarks.suite.devices import MAX_CONCURRENT_RATIO, MAX_OVERHEAD_S
-
-    lines = ["| artifact | size | local p50 ms | loopback p50 ms | ratio |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['artifact']} | {r['size_bytes'] / 1e6:.1f} MB | {r['local_p50_ms']:.2f} | "
-              f"{r['loopback_p50_ms']:.2f} | {r['ratio']:.3f} |" for r in d["results"]]
-    o, c = d["overhead"], d["concurrency"]
-    missed = " The suite marked this run MISSED: " + "; ".join(d["missed"]) + "." if d["missed"] else ""
-    return lines + ["", f"Going remote costs {o['overhead_s']:.2f} s per artifact for the {o['bytes'] / 1e6:.1f} MB int8 "
-                    "ONNX file (connect, copy and check, start the runner, load, fetch the outputs, clean up: the wall "
-                    f"time less the device's own timing; target {MAX_OVERHEAD_S:.0f} s). 4 artifacts on 2 loopback "
-                    f"devices (1 and 2 threads, pinned to CPUs 0 and 1) take {c['concurrent_s']:.1f} s at once against "
-                    f"{c['serial_s']:.1f} s one device after the other ({c['ratio']:.2f}x; target "
-                    f"{MAX_CONCURRENT_RATIO}x).{missed}"]
-
-
-MINILM_ROWS = {  # the suite's label of an ONNX row: how the README names it
-    "fp32 onnx": "fp32 ONNX",
-    "static int8, ours": "**static int8, ours** ({int8_layers} of 36 linear layers int8)",
-    "static int8, linear only": "static int8, `outliers: linear` (no rewrite)",
-    "static int8, outliers off": "static int8, `outliers: off` (what the project did before)",
-    "dynamic int8, ours": "**dynamic int8, ours**",
-    "dynamic int8, outliers off": "dynamic int8, `outliers: off`",
-    "dynamic int8, ORT by hand": "dynamic int8, ONNX Runtime's `quantize_dynamic` by hand (the anchor)",
-}
-
-
-def _minilm_int8(d: dict) -> list[str]:
-    lines = ["| artifact | p50 | vs fp32 | size | worst sentence | mean |", "|---|---:|---:|---:|---:|---:|"]
-    for r in d["results"]:
-        if r["target"] != "onnx" or r["label"] not in MINILM_ROWS:
-            continue
-        worst = f"**{r['cos_worst']:.4f}**" if r["label"].endswith("ours") else f"{r['cos_worst']:.4f}"
-        lines.append(f"| {MINILM_ROWS[r['label']].format(**r)} | {r['p50_ms']:.1f} ms | {r['speedup']:.2f}x | "
-                     f"{r['mb']:.1f} MB | {worst} | {r['cos_mean']:.4f} |")
-    return lines
-
-
-def _qat_digits(d: dict) -> list[str]:
-    names = {"onnx": "ONNX", "tflite": "TFLite", "torchscript": "TorchScript"}
-
-    def pct(x):
-        return f"{100 * x:.2f}%" if x is not None else "-"
-
-    lines = ["| digits CNN | fp32 | int8 PTQ (8-bit per-channel) | 3-bit PTQ | **3-bit QAT** | "
-             "QAT latency / int8 PTQ |", "|---|---:|---:|---:|---:|---:|"]
-    for t, f in d["figures"].items():
-        ratio = f["latency_ratio_qat_vs_ptq_static"]
-        lines.append(f"| {names.get(t, t)} | {pct(f['fp32_accuracy'])} | {pct(f['ptq_int8_static_accuracy'])} | "
-                     f"{pct(f['ptq_3bit_accuracy'])} | **{pct(f['qat_3bit_accuracy'])}** | "
-                     f"{f'{ratio:.2f}' if ratio is not None else '-'} |")
-    families = {"x86": "x86 PT2E (ONNX)", "litert": "LiteRT PT2E (TFLite)", "fx": "FX (TorchScript)"}
-    wall = ", ".join(f"{families.get(fam, fam)} {s:.1f} s" for fam, s in d["finetune_wall_s"].items())
-    return lines + ["", f"Fine-tuning wall time per quantizer family: {wall}."]
-
-
 TABLES = {t.suite: t for t in (
-    Table("onnx_int8", ("onnxruntime", "onnx", "torch"), _onnx_int8),
-    Table("onnx_sources", ("onnxruntime", "onnx", "torch", "tensorflow-cpu"), _onnx_sources),
-    Table("tflite_sources", ("tensorflow-cpu", "ai-edge-litert"), _tflite_sources),
-    Table("devices", ("onnxruntime", "ai-edge-litert"), _devices),
-    Table("minilm_int8", ("onnxruntime", "onnx", "torch"), _minilm_int8),
-    Table("qat_digits", ("torch", "torchao", "onnxruntime", "ai-edge-litert", "litert-torch"), _qat_digits),
+    Table("onnx_int8", ("onnxruntime", "onnx", "torch"), tables.onnx_int8),
+    Table("onnx_sources", ("onnxruntime", "onnx", "torch", "tensorflow-cpu"), tables.onnx_sources),
+    Table("tflite_sources", ("tensorflow-cpu", "ai-edge-litert"), tables.tflite_sources),
+    Table("devices", ("onnxruntime", "ai-edge-litert"), tables.devices),
+    Table("minilm_int8", ("onnxruntime", "onnx", "torch"), tables.minilm_int8),
+    Table("qat_digits", ("torch", "torchao", "onnxruntime", "ai-edge-litert", "litert-torch"), tables.qat_digits),
+    Table("runtimes", ("onnxruntime", "ai-edge-litert", "torch", "openvino", "nncf", "executorch"), tables.runtimes),
+    Table("bert_dynamic", ("onnxruntime", "onnx", "torch", "transformers"), tables.bert_dynamic),
+    Table("demo_int8", ("onnxruntime", "onnx", "torch"), tables.demo_int8),
 )}
 
 

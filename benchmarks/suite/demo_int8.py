@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import targets
+    from benchmarks.suite.common import provenance
     from compressor.config.recipe import load_recipe
     from compressor.flows.run import run
     from compressor.fsutil import write_json
@@ -108,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             if timed[b]["speedup"] < MIN_SPEEDUP:
                 missed.append(f"{INT8} at batch {b}: {timed[b]['speedup']:.2f}x fp32 (interleaved) < {MIN_SPEEDUP}x")
     found.pop("files", None)
-    out = {"benchmark": "demo_int8", "recipe": DEMO_RECIPE.name, "model": report["model"], "figures": found,
-           "interleaved": timed, "run_wall_s": wall, "machine": report["machine"], "missed": missed}
+    out = {"suite": "demo_int8", "recipe": DEMO_RECIPE.name, "model": report["model"], "figures": found,
+           "interleaved": timed, "run_wall_s": wall, "missed": missed, **provenance()}
     write_json(args.out / "demo_int8.json", out)
-    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=1, default=str))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("machine", "libraries")}, indent=1, default=str))
     for m in missed:
         print(f"MISSED {m}")
     return 1 if missed else 0

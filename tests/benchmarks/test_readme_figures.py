@@ -28,6 +28,24 @@ def test_onnx_int8_table_from_its_kept_record():
     assert record["machine"]["cpu"]["model"] in last and f"onnxruntime {record['libraries']['onnxruntime']}" in last
 
 
+def test_demo_and_runtimes_tables_from_their_kept_records():
+    demo = json.loads((rf.FIGURES / "demo_int8.json").read_text())
+    text = rf.render(rf.TABLES["demo_int8"], rf.FIGURES)
+    for batch, t in demo["interleaved"].items():
+        row = next(ln for ln in text.splitlines() if ln.startswith(f"| p50 at batch {batch}, interleaved |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{t['median_ms']['fp32']:.3f} ms" and cells[3] == f"**{t['speedup']:.2f}x** faster"
+    assert f"**{demo['figures']['size_ratio']:.2f}x** smaller" in text and "demo_int8.json" in text.splitlines()[-1]
+    runtimes = json.loads((rf.FIGURES / "runtimes.json").read_text())
+    text = rf.render(rf.TABLES["runtimes"], rf.FIGURES)
+    for r in runtimes["results"]:  # one row in each of the two tables per model and thread count
+        name = rf.tables.MODEL_NAMES.get(r["model"], r["model"])
+        rows = [ln for ln in text.splitlines() if ln.startswith(f"| {name} | {r['threads']} |")]
+        assert len(rows) == 2 and f"{r['speedup']:.2f}x" in rows[0] and r["recommended"] in rows[0]
+        assert rows[1].split("|")[3].strip() == f"{r['openvino_ours_vs_by_hand']:.2f}"
+    assert ("missed" in text) == any(r["speedup"] < 2.3 and r["model"] == "mobilenet_v2" for r in runtimes["results"])
+
+
 def _copies(tmp_path):
     readme, figures = tmp_path / "README.md", tmp_path / "docs" / "figures"
     shutil.copy(rf.README, readme)
