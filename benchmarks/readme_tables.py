@@ -121,10 +121,11 @@ def qat_digits(d: dict) -> list[str]:
 
 
 def demo_int8(d: dict) -> list[str]:
+    from benchmarks.report import human_size
     from benchmarks.suite.demo_int8 import INT8, MAX_ACCURACY_DROP, MIN_SIZE_RATIO, MIN_SPEEDUP
 
     f, timed = d["figures"], d["interleaved"]
-    kb = {k: f"{v / 1e6:.2f} MB" if v >= 1e6 else f"{v / 1e3:.0f} KB" for k, v in f["size_bytes"].items()}
+    kb = {k: human_size(v) for k, v in f["size_bytes"].items()}
     acc = {k: f"{100 * v:.2f}%" for k, v in f["accuracy"].items()}
     drop = -100 * f["accuracy_drop"]
     lines = [f"| {d['model']['parameters'] / 1e6:.2f}M-parameter digits CNN, {f['threads']} threads | fp32 ONNX | "
@@ -151,9 +152,9 @@ def runtimes(d: dict) -> list[str]:
              "|---|---:|---|---:|---:|---:|"]
     for r in d["results"]:
         ms, need = r["p50_ms"], SPEEDUP.get(r["threads"], {}).get(r["model"])
-        speed = f"{r['speedup']:.2f}x"
-        target = "-" if need is None else f"{need}x" + ("" if r["speedup"] >= need else ": missed")
-        speed = f"**{speed}**" if need is None or r["speedup"] >= need else speed
+        met = need is None or r["speedup"] >= need
+        speed = f"**{r['speedup']:.2f}x**" if met else f"{r['speedup']:.2f}x"
+        target = "-" if need is None else f"{need}x" + ("" if met else ": missed")
         hand = "-"
         if BY_HAND in ms:
             hand = f"{r['by_hand_speedup']:.2f}x ({ms[BY_HAND]:.2f} ms) at cosine {r['cosine'][BY_HAND]:.4f}"
@@ -195,35 +196,3 @@ def bert_dynamic(d: dict) -> list[str]:
             init = (f"{r['init_range']:g}" + (" (BERT's)" if r["init_range"] == 0.02 else "")) if i == 0 else ""
             lines.append(f"| {init} | {label} | {f['p50_ms']:.0f} ms | {speed} | {f['mb']:.1f} MB | {cos} |")
     return lines
-
-
-SWEEP_NAMES = {"resnet18": "ResNet-18", "mobilenet_v2": "MobileNetV2", "mobilenet_v3_small": "MobileNetV3-small",
-               "efficientnet_b0": "EfficientNet-B0", "regnet_y_400mf": "RegNetY-400MF",
-               "shufflenet_v2_x1_0": "ShuffleNetV2", "squeezenet1_1": "SqueezeNet 1.1", "densenet121": "DenseNet-121",
-               "inception_v3": "Inception-v3", "convnext_tiny": "ConvNeXt-Tiny", "vit": "ViT (reduced)",
-               "swin": "Swin (reduced)"}
-SWEEP_TARGETS = {"onnx": "ONNX Runtime", "tflite": "TFLite (XNNPACK)", "torchscript": "TorchScript (fbgemm)",
-                 "openvino": "OpenVINO", "executorch": "ExecuTorch (XNNPACK)"}
-
-
-def int8_sweep(d: dict) -> list[str]:
-    rows = {(r["arch"], r["target"]): r for r in d["results"]}
-    tnames = [t for t in SWEEP_TARGETS if any(t == r["target"] for r in d["results"])]
-    lines = ["| int8 speedup over fp32 (batch 1) | " + " | ".join(SWEEP_TARGETS[t] for t in tnames) + " |",
-             "|---|" + "---|" * len(tnames)]
-    for arch in d["archs"]:
-        cells = []
-        for t in tnames:
-            r = rows.get((arch, t))
-            if r is None:
-                cells.append("-")
-            elif r["status"] in ("plain", "fallback") and r.get("speedup"):
-                how = f"{len(r['float_layers'])} float" if r["float_layers"] else f"lowering {r['lowering']}"
-                fb = f", fallback ({how})" if r["status"] == "fallback" else ""
-                cells.append(f"{r['speedup']:.2f}x{fb}")
-            else:
-                cells.append(r["status"])
-        lines.append(f"| {SWEEP_NAMES.get(arch, arch)} | " + " | ".join(cells) + " |")
-    s = d["summary"]
-    return lines + ["", f"{s['pairs']} (architecture, target) pairs: {s['plain']} pass plain, {s['fallback']} "
-                    f"needed the fallback, {s['refused']} refused, {s['missed']} missed, {s['failed']} failed."]
